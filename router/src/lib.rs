@@ -1,0 +1,21 @@
+//! The pure routing engine of omnigate.
+//!
+//! Role: decide which agent is offered which conversation ("task"), given skills, priority, capacity and
+//! presence. The gateway feeds [`Event`]s with the current time and executes the returned [`Decision`]s; it
+//! calls [`Router::handle`] with [`Event::Tick`] at [`Router::next_deadline`]. Nothing here reads a clock or
+//! does IO, so tests and property tests need no runtime.
+//!
+//! Must never depend on tokio, hyper, redis, `omnigate-connectors` or `omnigate-gateway`.
+//!
+//! Layout:
+//! - `model.rs`: ids, time, task and agent specs, events and decisions
+//! - `engine.rs`: the `Router` state machine
+//! - `error.rs`: `RouterError`
+
+mod engine;
+mod error;
+mod model;
+
+pub use engine::Router;
+pub use error::RouterError;
+pub use model::*;
