@@ -514,9 +514,7 @@ mod tests {
     use super::*;
 
     fn router() -> Router {
-        let mut config = Routing::default();
-        config.offer_timeout_secs = 30;
-        Router::new(&config).unwrap()
+        Router::new(&Routing { offer_timeout_secs: 30, ..Routing::default() }).unwrap()
     }
 
     fn agent(id: &str) -> AgentSpec {
