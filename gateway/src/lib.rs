@@ -1,1 +1,31 @@
-//! placeholder
+//! The omnigate gateway: listeners, the session bus, the context store and the websockets.
+//!
+//! Role: the only crate with IO. It turns conversations into routing tasks for `omnigate-router`, turns the
+//! router's decisions into frames, keeps every conversation's ordered event log in the [`store`], and serves
+//! chat protocol v1 to customers and the agent protocol to agents.
+//!
+//! Depends on `omnigate-config`, `omnigate-router`, `omnigate-connectors`; nothing depends on it but `tests`.
+//!
+//! Layout:
+//! - `startup.rs`: [`Gateway`]: build (binds), run until stopped
+//! - `shutdown.rs`: the one shutdown tree
+//! - `bus/`: the session bus actor
+//! - `store/`: the context store trait and backends
+//! - `protocol/`: frames of chat protocol v1 and the agent protocol
+//! - `ws/`: websocket sessions with their limits
+//! - `http/`: REST endpoints, the admin listener, `ApiError`
+//! - `auth.rs`: tokens; `clock.rs`: time; `telemetry/`: logs and metrics
+
+pub mod auth;
+pub mod bus;
+pub mod cli;
+pub mod clock;
+pub mod http;
+pub mod protocol;
+pub mod shutdown;
+mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod ws;
+
+pub use startup::{mint_agent_token, Gateway};

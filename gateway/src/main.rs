@@ -1,1 +1,46 @@
-fn main() {}
+//! `omnigate`: run the gateway, check a configuration, or mint an agent token.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use omnigate_gateway::auth::TokenAuthority;
+use omnigate_gateway::cli::{Cli, Command};
+use omnigate_gateway::{mint_agent_token, shutdown, telemetry, Gateway};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("omnigate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse(std::env::args().skip(1))?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let config = omnigate_config::load(cli.config.as_deref(), &env)?;
+    match cli.command {
+        Command::CheckConfig => println!("configuration is valid"),
+        Command::Token { agent } => {
+            anyhow::ensure!(
+                config.agents.iter().any(|a| a.id == agent),
+                "no agent {agent:?} in the configuration"
+            );
+            let tokens = TokenAuthority::new(&config.auth.jwt_secret);
+            println!(
+                "{}",
+                mint_agent_token(&tokens, &agent, config.auth.agent_token_ttl_secs)
+            );
+        }
+        Command::Run => {
+            telemetry::init_logging(&config);
+            let gateway = Gateway::build(config).await?;
+            gateway.log_startup();
+            gateway.run_until_stopped(shutdown::signal()).await?;
+        }
+    }
+    Ok(())
+}

@@ -514,7 +514,11 @@ mod tests {
     use super::*;
 
     fn router() -> Router {
-        Router::new(&Routing { offer_timeout_secs: 30, ..Routing::default() }).unwrap()
+        Router::new(&Routing {
+            offer_timeout_secs: 30,
+            ..Routing::default()
+        })
+        .unwrap()
     }
 
     fn agent(id: &str) -> AgentSpec {

@@ -1,0 +1,56 @@
+//! The bus's in-memory summary of one conversation.
+
+use omnigate_router::Millis;
+
+use crate::store::{ConversationRecord, ConversationStatus};
+
+/// What the bus keeps about a conversation between events.
+#[derive(Debug, Clone)]
+pub(super) struct Conversation {
+    /// The persisted summary.
+    pub(super) record: ConversationRecord,
+    /// Last `seq` appended (agents' view).
+    pub(super) last_seq: u64,
+    /// Last `customer_seq` appended.
+    pub(super) last_customer_seq: u64,
+    /// The agent holding a pending offer, and when it lapses.
+    pub(super) offer: Option<(String, Millis)>,
+    /// The agent who last had it (sticky routing after a reopen).
+    pub(super) last_agent: Option<String>,
+    /// Read watermarks, in `seq`.
+    pub(super) customer_read: u64,
+    pub(super) agent_read: u64,
+    /// Delivery acks, in each side's own numbering.
+    pub(super) customer_delivered: u64,
+    pub(super) agent_delivered: u64,
+    /// The start of the last customer message, for offers.
+    pub(super) preview: String,
+    /// The queue position last told to the customer.
+    pub(super) told_position: Option<usize>,
+}
+
+impl Conversation {
+    pub(super) fn new(record: ConversationRecord) -> Conversation {
+        Conversation {
+            record,
+            last_seq: 0,
+            last_customer_seq: 0,
+            offer: None,
+            last_agent: None,
+            customer_read: 0,
+            agent_read: 0,
+            customer_delivered: 0,
+            agent_delivered: 0,
+            preview: String::new(),
+            told_position: None,
+        }
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        self.record.status != ConversationStatus::Closed
+    }
+
+    pub(super) fn assigned_to(&self, agent: &str) -> bool {
+        self.record.status == ConversationStatus::Assigned && self.record.agent.as_deref() == Some(agent)
+    }
+}

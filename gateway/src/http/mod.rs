@@ -1,0 +1,75 @@
+//! HTTP: the public app (chat REST, websocket upgrades) and the admin app (health, readiness, metrics).
+//!
+//! Layout:
+//! - `state.rs`: [`AppState`] shared by every handler and socket
+//! - `error.rs`: [`ApiError`], the one mapping of errors to responses
+//! - `chat.rs`: `POST /chat/v1/sessions`, `GET /chat/v1/conversations/{id}/events`, the websocket upgrades
+//! - `admin.rs`: `/healthz`, `/readyz`, `/metrics`
+
+mod admin;
+mod chat;
+mod error;
+mod state;
+
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use http::{HeaderName, Request};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use error::ApiError;
+pub use state::{AppState, Settings};
+
+/// The header carrying each request's id (set when the client did not send one).
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+}
+
+/// The public listener's routes.
+pub fn public_app(state: AppState) -> Router {
+    let timeout = Duration::from_millis(state.settings.request_timeout_ms);
+    let body_limit = state.settings.max_body_bytes;
+    Router::new()
+        .route("/chat/v1/sessions", post(chat::create_session))
+        .route(
+            "/chat/v1/conversations/{id}/events",
+            get(chat::conversation_events),
+        )
+        .route("/chat/v1/ws", get(chat::customer_socket))
+        .route("/agent/v1/ws", get(chat::agent_socket))
+        .fallback(chat::not_found)
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The admin listener's routes.
+pub fn admin_app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics))
+        .with_state(state)
+}

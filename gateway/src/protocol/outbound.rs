@@ -1,0 +1,278 @@
+//! Server frames. Every builder returns the JSON text, serialized once and shared by every recipient.
+
+use omnigate_connectors::model::ConversationId;
+use serde_json::{json, Map, Value};
+
+use crate::clock::rfc3339;
+use crate::store::{Actor, EventKind, StoredEvent, View};
+
+/// A serialized frame, cheap to clone for fan-out.
+pub type FrameText = axum::extract::ws::Utf8Bytes;
+
+fn frame(op: &str, reference: Option<&str>, d: Value) -> FrameText {
+    let mut object = Map::new();
+    object.insert("op".to_owned(), Value::from(op));
+    if let Some(reference) = reference {
+        object.insert("ref".to_owned(), Value::from(reference));
+    }
+    if !d.is_null() {
+        object.insert("d".to_owned(), d);
+    }
+    Value::Object(object).to_string().into()
+}
+
+/// `error`: a refused frame; the connection stays open.
+pub fn error(reference: Option<&str>, code: &str, message: &str) -> FrameText {
+    frame("error", reference, json!({"code": code, "message": message}))
+}
+
+/// `pong`.
+pub fn pong(reference: Option<&str>) -> FrameText {
+    frame("pong", reference, Value::Null)
+}
+
+/// `ok`: an agent op (presence, accept, reject, close, transfer) succeeded.
+pub fn ok(reference: Option<&str>, d: Value) -> FrameText {
+    frame("ok", reference, d)
+}
+
+/// `ready`: the answer to `hello`.
+pub fn ready(session_id: &str, heartbeat_ms: u64, resumed: bool, extra: Map<String, Value>) -> FrameText {
+    let mut d = Map::new();
+    d.insert("session_id".to_owned(), Value::from(session_id));
+    d.insert("heartbeat_ms".to_owned(), Value::from(heartbeat_ms));
+    d.insert("resumed".to_owned(), Value::from(resumed));
+    d.extend(extra);
+    frame("ready", None, Value::Object(d))
+}
+
+/// `message.ack`: the same `client_msg_id` always gets the same answer.
+pub fn message_ack(
+    reference: Option<&str>,
+    conversation: &ConversationId,
+    client_msg_id: &str,
+    message_id: &str,
+    seq: u64,
+    at_ms: u64,
+) -> FrameText {
+    frame(
+        "message.ack",
+        reference,
+        json!({
+            "conversation_id": conversation,
+            "client_msg_id": client_msg_id,
+            "message_id": message_id,
+            "seq": seq,
+            "created_at": rfc3339(at_ms),
+        }),
+    )
+}
+
+/// `typing` relayed to the other side (never stored).
+pub fn typing(conversation: &ConversationId, who: &str, state: &str) -> FrameText {
+    frame(
+        "typing",
+        None,
+        json!({"conversation_id": conversation, "from": who, "state": state}),
+    )
+}
+
+/// `resync_required`: replay is not possible from the client's cursor; page the REST endpoint.
+pub fn resync_required(conversation: &ConversationId, reason: &str, last_seq: u64) -> FrameText {
+    frame(
+        "resync_required",
+        None,
+        json!({"conversation_id": conversation, "reason": reason, "last_seq": last_seq}),
+    )
+}
+
+/// `queue.position` to a waiting customer (never stored).
+pub fn queue_position(conversation: &ConversationId, position: usize) -> FrameText {
+    frame(
+        "queue.position",
+        None,
+        json!({"conversation_id": conversation, "position": position}),
+    )
+}
+
+/// `offer` to an agent.
+pub fn offer(conversation: &ConversationId, details: Value, expires_in_ms: u64) -> FrameText {
+    let mut d = json!({"conversation_id": conversation, "expires_in_ms": expires_in_ms});
+    if let (Some(d), Value::Object(details)) = (d.as_object_mut(), details) {
+        d.extend(details);
+    }
+    frame("offer", None, d)
+}
+
+/// `offer.rescinded` to an agent.
+pub fn offer_rescinded(conversation: &ConversationId, reason: &str) -> FrameText {
+    frame(
+        "offer.rescinded",
+        None,
+        json!({"conversation_id": conversation, "reason": reason}),
+    )
+}
+
+/// `conversation.assigned` to an agent: history (as `event` frames) follows.
+pub fn assigned(conversation: &ConversationId, details: Value) -> FrameText {
+    let mut d = json!({"conversation_id": conversation});
+    if let (Some(d), Value::Object(details)) = (d.as_object_mut(), details) {
+        d.extend(details);
+    }
+    frame("conversation.assigned", None, d)
+}
+
+/// `conversation.unassigned` to an agent: it no longer has the conversation.
+pub fn unassigned(conversation: &ConversationId, reason: &str) -> FrameText {
+    frame(
+        "conversation.unassigned",
+        None,
+        json!({"conversation_id": conversation, "reason": reason}),
+    )
+}
+
+/// `presence.updated` to an agent's sockets.
+pub fn presence(state: &str, routable: bool) -> FrameText {
+    frame(
+        "presence.updated",
+        None,
+        json!({"state": state, "routable": routable}),
+    )
+}
+
+/// The `d` of an `event` frame for one view. `read_position` is the watermark of a `read.updated` event already
+/// translated into this view's numbering.
+pub fn event_payload(
+    conversation: &ConversationId,
+    event: &StoredEvent,
+    view: View,
+    read_position: Option<u64>,
+) -> Value {
+    let seq = match view {
+        View::Agent => event.seq,
+        View::Customer => event.customer_seq.unwrap_or(0),
+    };
+    let mut d = Map::new();
+    d.insert("conversation_id".to_owned(), json!(conversation));
+    d.insert("seq".to_owned(), json!(seq));
+    d.insert("at".to_owned(), json!(rfc3339(event.at_ms)));
+    d.insert("actor".to_owned(), actor(&event.actor, view));
+    match &event.kind {
+        EventKind::Message {
+            message_id,
+            client_msg_id,
+            content,
+        } => {
+            d.insert("type".to_owned(), json!("message.created"));
+            let mut message = json!({
+                "id": message_id,
+                "sender": actor(&event.actor, view),
+                "content": content,
+                "created_at": rfc3339(event.at_ms),
+            });
+            if !client_msg_id.is_empty() {
+                message["client_msg_id"] = json!(client_msg_id);
+            }
+            d.insert("message".to_owned(), message);
+        }
+        EventKind::Read { reader, up_to_seq } => {
+            d.insert("type".to_owned(), json!("read.updated"));
+            d.insert("reader".to_owned(), json!(reader));
+            d.insert("up_to_seq".to_owned(), json!(read_position.unwrap_or(*up_to_seq)));
+        }
+        EventKind::Closed { disposition } => {
+            d.insert("type".to_owned(), json!("conversation.closed"));
+            if view == View::Agent {
+                d.insert("disposition".to_owned(), json!(disposition));
+            }
+        }
+        EventKind::Assigned { agent_id, agent_name } => {
+            d.insert("type".to_owned(), json!("conversation.assigned"));
+            d.insert("agent_name".to_owned(), json!(agent_name));
+            if view == View::Agent {
+                d.insert("agent_id".to_owned(), json!(agent_id));
+            }
+        }
+        other => {
+            if let Ok(Value::Object(fields)) = serde_json::to_value(other) {
+                d.extend(fields);
+            }
+        }
+    }
+    Value::Object(d)
+}
+
+/// An `event` frame.
+pub fn event(payload: Value) -> FrameText {
+    frame("event", None, payload)
+}
+
+fn actor(actor: &Actor, view: View) -> Value {
+    match (actor, view) {
+        (Actor::Customer { id }, View::Agent) => json!({"type": "customer", "id": id}),
+        (Actor::Customer { .. }, View::Customer) => json!({"type": "customer"}),
+        (Actor::Agent { id, name }, View::Agent) => json!({"type": "agent", "id": id, "name": name}),
+        (Actor::Agent { name, .. }, View::Customer) => json!({"type": "agent", "name": name}),
+        (Actor::System, _) => json!({"type": "system"}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use omnigate_connectors::model::{Content, CustomerId, MessageId};
+
+    use super::*;
+
+    #[test]
+    fn customer_view_hides_agent_internals() {
+        let c = ConversationId::parse("c_1").unwrap();
+        let closed = StoredEvent {
+            seq: 9,
+            customer_seq: Some(4),
+            at_ms: 1_700_000_000_000,
+            actor: Actor::Agent {
+                id: "lin".into(),
+                name: "Lin".into(),
+            },
+            kind: EventKind::Closed {
+                disposition: "resolved".into(),
+            },
+        };
+        let customer = event_payload(&c, &closed, View::Customer, None);
+        assert_eq!(customer["seq"], 4);
+        assert!(customer.get("disposition").is_none());
+        assert!(customer["actor"].get("id").is_none());
+        let agent = event_payload(&c, &closed, View::Agent, None);
+        assert_eq!(
+            (agent["seq"].as_u64(), agent["disposition"].as_str()),
+            (Some(9), Some("resolved"))
+        );
+    }
+
+    #[test]
+    fn message_events_follow_the_protocol_shape() {
+        let c = ConversationId::parse("c_1").unwrap();
+        let e = StoredEvent {
+            seq: 1,
+            customer_seq: Some(1),
+            at_ms: 0,
+            actor: Actor::Customer {
+                id: CustomerId::generate(),
+            },
+            kind: EventKind::Message {
+                message_id: MessageId::parse("m_1").unwrap(),
+                client_msg_id: "k".into(),
+                content: Content::Text { text: "hi".into() },
+            },
+        };
+        let text = event(event_payload(&c, &e, View::Customer, None));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["op"], "event");
+        assert_eq!(v["d"]["type"], "message.created");
+        assert_eq!(
+            v["d"]["message"]["content"],
+            json!({"type": "text", "text": "hi"})
+        );
+        assert_eq!(v["d"]["message"]["client_msg_id"], "k");
+    }
+}

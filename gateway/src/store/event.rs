@@ -1,0 +1,169 @@
+//! The immutable record of something that happened in a conversation: what, when, and who did it.
+
+use omnigate_connectors::model::{Channel, Content, CustomerId, MessageId};
+use serde::{Deserialize, Serialize};
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Actor {
+    /// The customer.
+    Customer {
+        /// The customer.
+        id: CustomerId,
+    },
+    /// An agent.
+    Agent {
+        /// The agent's id.
+        id: String,
+        /// The agent's display name.
+        name: String,
+    },
+    /// The gateway itself (routing, timeouts).
+    System,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum EventKind {
+    /// The conversation began.
+    #[serde(rename = "conversation.created")]
+    Created {
+        /// Its channel.
+        channel: Channel,
+        /// Its queue.
+        queue: String,
+    },
+    /// A message from the customer or an agent.
+    #[serde(rename = "message.created")]
+    Message {
+        /// Our id of the message.
+        message_id: MessageId,
+        /// The sender's idempotency key.
+        client_msg_id: String,
+        /// The content.
+        content: Content,
+    },
+    /// An internal note between agents; never shown to the customer.
+    #[serde(rename = "note.created")]
+    Note {
+        /// Our id of the note.
+        message_id: MessageId,
+        /// The sender's idempotency key.
+        client_msg_id: String,
+        /// The note.
+        text: String,
+    },
+    /// Waiting for an agent in a queue.
+    #[serde(rename = "conversation.queued")]
+    Queued {
+        /// The queue.
+        queue: String,
+    },
+    /// Offered to an agent.
+    #[serde(rename = "conversation.offered")]
+    Offered {
+        /// The agent.
+        agent_id: String,
+    },
+    /// An offer lapsed or was refused.
+    #[serde(rename = "conversation.offer_withdrawn")]
+    OfferWithdrawn {
+        /// The agent.
+        agent_id: String,
+        /// `rejected`, `timeout`, `cancelled`, `agent_unavailable`.
+        reason: String,
+    },
+    /// An agent took the conversation.
+    #[serde(rename = "conversation.assigned")]
+    Assigned {
+        /// The agent.
+        agent_id: String,
+        /// The agent's display name.
+        agent_name: String,
+    },
+    /// The conversation left its agent and waits again.
+    #[serde(rename = "conversation.requeued")]
+    Requeued {
+        /// The agent it left.
+        agent_id: String,
+        /// `transferred`, `agent_disconnected`.
+        reason: String,
+    },
+    /// Handed to another agent or queue by the assigned agent.
+    #[serde(rename = "conversation.transferred")]
+    Transferred {
+        /// The agent it came from.
+        from_agent_id: String,
+        /// Target agent, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_agent_id: Option<String>,
+        /// Target queue, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_queue: Option<String>,
+        /// The agent's stated reason.
+        #[serde(default)]
+        reason: String,
+    },
+    /// Closed, with the agent's disposition code.
+    #[serde(rename = "conversation.closed")]
+    Closed {
+        /// Disposition code, e.g. `resolved`.
+        disposition: String,
+    },
+    /// A customer message after close reopened it.
+    #[serde(rename = "conversation.reopened")]
+    Reopened,
+    /// A read watermark moved.
+    #[serde(rename = "read.updated")]
+    Read {
+        /// `customer` or `agent`.
+        reader: String,
+        /// Read up to this `seq` (agents' view).
+        up_to_seq: u64,
+    },
+}
+
+impl EventKind {
+    /// Whether the customer sees this event.
+    pub fn customer_visible(&self) -> bool {
+        matches!(
+            self,
+            EventKind::Created { .. }
+                | EventKind::Message { .. }
+                | EventKind::Assigned { .. }
+                | EventKind::Closed { .. }
+                | EventKind::Reopened
+                | EventKind::Read { .. }
+        )
+    }
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Unix ms when it happened.
+    pub at_ms: u64,
+    /// Who did it.
+    pub actor: Actor,
+    /// What happened.
+    pub kind: EventKind,
+    /// A retry with the same key returns the first event (e.g. `customer:<id>:<client_msg_id>`).
+    pub idempotency_key: Option<String>,
+}
+
+/// An event in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Position in the agents' view; gapless from 1.
+    pub seq: u64,
+    /// Position in the customer's view, if the customer sees it; gapless from 1.
+    pub customer_seq: Option<u64>,
+    /// Unix ms when it happened.
+    pub at_ms: u64,
+    /// Who did it.
+    pub actor: Actor,
+    /// What happened.
+    pub kind: EventKind,
+}

@@ -1,0 +1,170 @@
+//! The context store: customers and their identities, conversations and their ordered event logs.
+//!
+//! Every backend assigns each appended event a gapless `seq` per conversation (the agents' view of the log)
+//! and, when the customer may see it, a gapless `customer_seq` (the customer's view). Idempotency keys make
+//! a retried append return the original event instead of a second one.
+//!
+//! Layout:
+//! - `event.rs`: the immutable event record
+//! - `memory.rs`: the embedded backend (default)
+//! - `testsuite.rs`: the conformance suite every backend passes
+
+mod event;
+mod memory;
+#[cfg(test)]
+mod testsuite;
+
+use async_trait::async_trait;
+use omnigate_connectors::model::{Channel, ConversationId, CustomerId, Identity};
+use serde::{Deserialize, Serialize};
+
+pub use event::{Actor, EventKind, NewEvent, StoredEvent};
+pub use memory::MemoryStore;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached now; the caller may retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data is not what this version expects.
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Which side's view of a conversation log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    /// Every event, numbered by `seq`.
+    Agent,
+    /// The events the customer may see, numbered by `customer_seq`.
+    Customer,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    /// The event was new and is now in the log.
+    New(StoredEvent),
+    /// An event with the same idempotency key was appended before; this is it.
+    Duplicate(StoredEvent),
+}
+
+impl Appended {
+    /// The stored event either way.
+    pub fn event(&self) -> &StoredEvent {
+        match self {
+            Appended::New(e) | Appended::Duplicate(e) => e,
+        }
+    }
+}
+
+/// A page of events in one view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    /// Events after the requested position, in order, at most the requested number.
+    pub events: Vec<StoredEvent>,
+    /// The last position in this view (`seq` or `customer_seq`) at the time of the read.
+    pub last: u64,
+}
+
+/// Lifecycle of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationStatus {
+    /// Created, not yet routed.
+    New,
+    /// Waiting for an agent.
+    Queued,
+    /// Offered to an agent.
+    Offered,
+    /// An agent has it.
+    Assigned,
+    /// Closed.
+    Closed,
+}
+
+/// A conversation's current state (the log is the history; this is the summary).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    /// The conversation.
+    pub id: ConversationId,
+    /// Its customer.
+    pub customer: CustomerId,
+    /// The channel it runs on.
+    pub channel: Channel,
+    /// The queue it is routed through.
+    pub queue: String,
+    /// Where it is in its lifecycle.
+    pub status: ConversationStatus,
+    /// The agent it is assigned to.
+    pub agent: Option<String>,
+    /// Unix ms of creation.
+    pub created_at_ms: u64,
+    /// Unix ms of the last close.
+    pub closed_at_ms: Option<u64>,
+}
+
+/// Customers, identities, conversations and their logs.
+#[async_trait]
+pub trait ContextStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Appends an event to a conversation's log, numbering it. With an idempotency key already used in this
+    /// conversation, returns the original event and appends nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the backend cannot be reached.
+    async fn append(&self, conversation: &ConversationId, event: NewEvent) -> Result<Appended, StoreError>;
+
+    /// Events after position `after` in `view`, at most `limit`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn events_after(
+        &self,
+        conversation: &ConversationId,
+        view: View,
+        after: u64,
+        limit: usize,
+    ) -> Result<EventPage, StoreError>;
+
+    /// The number of customer-visible events with `seq <= seq` (the customer's position at that agent position).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn customer_position(&self, conversation: &ConversationId, seq: u64) -> Result<u64, StoreError>;
+
+    /// The `seq` of the customer-visible event number `customer_seq`, if it exists.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn agent_position(
+        &self,
+        conversation: &ConversationId,
+        customer_seq: u64,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Saves a conversation's summary.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn save_conversation(&self, record: &ConversationRecord) -> Result<(), StoreError>;
+
+    /// Loads a conversation's summary.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], [`StoreError::Corrupt`].
+    async fn load_conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError>;
+
+    /// The customer an identity belongs to, creating a new customer for an identity never seen.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError>;
+
+    /// Checks the backend answers.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,90 @@
+//! Every metric the gateway emits, defined once. Names are `omnigate_<thing>_<unit>`; counters end in
+//! `_total`; labels come from small fixed sets, never ids.
+#![allow(clippy::disallowed_macros)]
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+const WS_CONNECTIONS: &str = "omnigate_ws_connections";
+const WS_FRAMES_RECEIVED: &str = "omnigate_ws_frames_received_total";
+const WS_CLOSED: &str = "omnigate_ws_closed_total";
+const MESSAGES: &str = "omnigate_messages_total";
+const EVENTS_APPENDED: &str = "omnigate_events_appended_total";
+const DUPLICATES: &str = "omnigate_duplicate_sends_total";
+const INPUT_REJECTED: &str = "omnigate_input_rejected_total";
+const ROUTING_DECISIONS: &str = "omnigate_routing_decisions_total";
+const CONVERSATIONS_OPEN: &str = "omnigate_conversations_open";
+const BUS_COMMAND_SECONDS: &str = "omnigate_bus_command_seconds";
+const REPLAYED: &str = "omnigate_events_replayed_total";
+
+pub(crate) fn describe_all() {
+    describe_gauge!(WS_CONNECTIONS, "open websocket connections by role");
+    describe_counter!(WS_FRAMES_RECEIVED, "websocket frames received by role");
+    describe_counter!(WS_CLOSED, "websocket connections closed by role and close code");
+    describe_counter!(MESSAGES, "messages stored by sender role");
+    describe_counter!(EVENTS_APPENDED, "conversation events appended to the log");
+    describe_counter!(DUPLICATES, "retried sends answered with the original ack");
+    describe_counter!(INPUT_REJECTED, "inputs refused by reason");
+    describe_counter!(ROUTING_DECISIONS, "routing decisions by kind");
+    describe_gauge!(CONVERSATIONS_OPEN, "conversations not closed");
+    describe_histogram!(BUS_COMMAND_SECONDS, "time the session bus spends on one command");
+    describe_counter!(
+        REPLAYED,
+        "events replayed to a resuming or newly assigned connection"
+    );
+}
+
+/// A socket opened (`role`: `customer` or `agent`).
+pub fn ws_opened(role: &'static str) {
+    gauge!(WS_CONNECTIONS, "role" => role).increment(1.0);
+}
+
+/// A socket closed with `code`.
+pub fn ws_closed(role: &'static str, code: u16) {
+    gauge!(WS_CONNECTIONS, "role" => role).decrement(1.0);
+    counter!(WS_CLOSED, "role" => role, "code" => code.to_string()).increment(1);
+}
+
+/// A frame arrived.
+pub fn ws_frame_received(role: &'static str) {
+    counter!(WS_FRAMES_RECEIVED, "role" => role).increment(1);
+}
+
+/// A message was stored.
+pub fn message_stored(sender: &'static str) {
+    counter!(MESSAGES, "sender" => sender).increment(1);
+}
+
+/// An event was appended to a conversation log.
+pub fn event_appended() {
+    counter!(EVENTS_APPENDED).increment(1);
+}
+
+/// A retried send was answered from the idempotency record.
+pub fn duplicate_send() {
+    counter!(DUPLICATES).increment(1);
+}
+
+/// An input was refused (`reason` from a fixed set: `invalid_json`, `rate_limited`, ...).
+pub fn input_rejected(reason: &'static str) {
+    counter!(INPUT_REJECTED, "reason" => reason).increment(1);
+}
+
+/// The router decided something (`kind`: `offer`, `rescind`, `assigned`, `requeued`).
+pub fn routing_decision(kind: &'static str) {
+    counter!(ROUTING_DECISIONS, "kind" => kind).increment(1);
+}
+
+/// The number of open conversations changed.
+pub fn conversations_open(count: usize) {
+    gauge!(CONVERSATIONS_OPEN).set(count as f64);
+}
+
+/// One bus command took `seconds`.
+pub fn bus_command(seconds: f64) {
+    histogram!(BUS_COMMAND_SECONDS).record(seconds);
+}
+
+/// `count` events were replayed.
+pub fn events_replayed(count: usize) {
+    counter!(REPLAYED).increment(count as u64);
+}

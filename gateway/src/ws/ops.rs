@@ -1,0 +1,249 @@
+//! What each client op does. Every refusal is an `error` frame with the client's `ref`; the socket stays open.
+
+use omnigate_connectors::model::{Channel, Content, ConversationId};
+
+use super::session::{Gone, Role, Session};
+use crate::bus::{BusError, Participant};
+use crate::protocol::{self, parse_frame, ClientOp, FrameText};
+use crate::telemetry::metrics;
+
+/// Longest disposition code.
+const MAX_DISPOSITION_LEN: usize = 64;
+/// Longest transfer reason.
+const MAX_REASON_CHARS: usize = 500;
+
+/// A refusal to send back as an `error` frame.
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+impl From<BusError> for Refusal {
+    fn from(error: BusError) -> Refusal {
+        Refusal {
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+fn conversation_id(raw: &str) -> Result<ConversationId, Refusal> {
+    ConversationId::parse(raw).map_err(|e| refuse("invalid_frame", e.to_string()))
+}
+
+impl Session {
+    pub(super) async fn handle_text(&mut self, text: &str) -> Result<(), Gone> {
+        let frame = match parse_frame(text, self.role == Role::Agent) {
+            Ok(frame) => frame,
+            Err(error) => {
+                metrics::input_rejected(error.code());
+                tracing::warn!(%error, "frame refused");
+                return self
+                    .send(protocol::error(None, error.code(), &error.to_string()))
+                    .await;
+            }
+        };
+        let reference = frame.reference.as_deref();
+        match self.dispatch(frame.op, reference).await {
+            Ok(Some(reply)) => self.send(reply).await,
+            Ok(None) => Ok(()),
+            Err(refusal) => {
+                metrics::input_rejected(refusal.code);
+                tracing::warn!(code = refusal.code, message = %refusal.message, "op refused");
+                self.send(protocol::error(reference, refusal.code, &refusal.message))
+                    .await
+            }
+        }
+    }
+
+    fn check_client_msg_id(&self, client_msg_id: &str) -> Result<(), Refusal> {
+        let max = self.state.settings.limits.max_client_msg_id_len;
+        if client_msg_id.is_empty()
+            || client_msg_id.len() > max
+            || !client_msg_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(refuse(
+                "invalid_frame",
+                format!("client_msg_id must be 1..={max} printable ascii characters"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_text(&self, text: &str) -> Result<(), Refusal> {
+        let max = self.state.settings.limits.max_message_chars;
+        if text.trim().is_empty() {
+            return Err(refuse("invalid_frame", "text is empty"));
+        }
+        if text.chars().count() > max {
+            return Err(refuse(
+                "too_long",
+                format!("text is longer than {max} characters"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn agent(&self) -> Result<String, Refusal> {
+        match &self.who {
+            Participant::Agent(agent) => Ok(agent.clone()),
+            Participant::Customer(_) => Err(refuse("unknown_op", "agents only")),
+        }
+    }
+
+    async fn dispatch(
+        &mut self,
+        op: ClientOp,
+        reference: Option<&str>,
+    ) -> Result<Option<FrameText>, Refusal> {
+        let bus = self.state.bus.clone();
+        match op {
+            ClientOp::Hello { .. } => Err(refuse("invalid_frame", "already authenticated")),
+            ClientOp::Ping => Ok(Some(protocol::pong(reference))),
+            ClientOp::Ack {
+                conversation_id: id,
+                seq,
+            } => {
+                bus.delivered(self.who.clone(), conversation_id(&id)?, seq).await;
+                Ok(None)
+            }
+            ClientOp::MessageSend {
+                conversation_id: id,
+                client_msg_id,
+                content,
+            } => {
+                self.check_client_msg_id(&client_msg_id)?;
+                match &content {
+                    Content::Text { text } => self.check_text(text)?,
+                    _ => {
+                        return Err(refuse(
+                            "unsupported_content",
+                            "only text content is accepted on this channel",
+                        ))
+                    }
+                }
+                let id = id.as_deref().map(conversation_id).transpose()?;
+                let ack = match &self.who {
+                    Participant::Customer(customer) => {
+                        let queue = self
+                            .widget_key
+                            .as_ref()
+                            .and_then(|k| self.state.settings.widget_queue(k));
+                        bus.customer_send(
+                            customer.clone(),
+                            Channel::Web,
+                            queue,
+                            id,
+                            client_msg_id.clone(),
+                            content,
+                        )
+                        .await?
+                    }
+                    Participant::Agent(agent) => {
+                        let id = id.ok_or_else(|| refuse("invalid_frame", "conversation_id is required"))?;
+                        bus.agent_message(agent.clone(), id, client_msg_id.clone(), content)
+                            .await?
+                    }
+                };
+                Ok(Some(protocol::message_ack(
+                    reference,
+                    &ack.conversation,
+                    &client_msg_id,
+                    &ack.message_id,
+                    ack.seq,
+                    ack.at_ms,
+                )))
+            }
+            ClientOp::NoteSend {
+                conversation_id: id,
+                client_msg_id,
+                text,
+            } => {
+                let agent = self.agent()?;
+                self.check_client_msg_id(&client_msg_id)?;
+                self.check_text(&text)?;
+                let ack = bus
+                    .agent_note(agent, conversation_id(&id)?, client_msg_id.clone(), text)
+                    .await?;
+                Ok(Some(protocol::message_ack(
+                    reference,
+                    &ack.conversation,
+                    &client_msg_id,
+                    &ack.message_id,
+                    ack.seq,
+                    ack.at_ms,
+                )))
+            }
+            ClientOp::Typing {
+                conversation_id: id,
+                state,
+            } => {
+                bus.typing(self.who.clone(), conversation_id(&id)?, state).await;
+                Ok(None)
+            }
+            ClientOp::Read {
+                conversation_id: id,
+                up_to_seq,
+            } => {
+                bus.read(self.who.clone(), conversation_id(&id)?, up_to_seq)
+                    .await?;
+                Ok(None)
+            }
+            ClientOp::PresenceSet { state } => {
+                let d = bus.presence(self.agent()?, state).await?;
+                Ok(Some(protocol::ok(reference, d)))
+            }
+            ClientOp::OfferAccept { conversation_id: id } => {
+                let d = bus.accept(self.agent()?, conversation_id(&id)?).await?;
+                Ok(Some(protocol::ok(reference, d)))
+            }
+            ClientOp::OfferReject { conversation_id: id } => {
+                let d = bus.reject(self.agent()?, conversation_id(&id)?).await?;
+                Ok(Some(protocol::ok(reference, d)))
+            }
+            ClientOp::Close {
+                conversation_id: id,
+                disposition,
+            } => {
+                if disposition.len() > MAX_DISPOSITION_LEN || disposition.chars().any(char::is_control) {
+                    return Err(refuse(
+                        "invalid_frame",
+                        format!("disposition must be at most {MAX_DISPOSITION_LEN} bytes of text"),
+                    ));
+                }
+                let disposition = if disposition.is_empty() {
+                    "unspecified".to_owned()
+                } else {
+                    disposition
+                };
+                let d = bus
+                    .close(self.agent()?, conversation_id(&id)?, disposition)
+                    .await?;
+                Ok(Some(protocol::ok(reference, d)))
+            }
+            ClientOp::Transfer {
+                conversation_id: id,
+                to,
+                reason,
+            } => {
+                if reason.chars().count() > MAX_REASON_CHARS {
+                    return Err(refuse(
+                        "too_long",
+                        format!("reason is longer than {MAX_REASON_CHARS} characters"),
+                    ));
+                }
+                let d = bus
+                    .transfer(self.agent()?, conversation_id(&id)?, to, reason)
+                    .await?;
+                Ok(Some(protocol::ok(reference, d)))
+            }
+        }
+    }
+}

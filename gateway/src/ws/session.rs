@@ -1,0 +1,394 @@
+//! One websocket session: `hello` → `ready` → replay → live loop → close.
+
+use std::collections::HashMap;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use omnigate_connectors::model::{ConversationId, CustomerId};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::limits::{Admission, TokenBucket};
+use crate::auth::{self, TokenError};
+use crate::bus::{ConnectionHandle, Outbound, Participant};
+use crate::clock::unix_ms;
+use crate::http::AppState;
+use crate::protocol::{self, close, parse_frame, ClientOp, FrameText, Resume};
+use crate::store::{EventKind, View};
+use crate::telemetry::metrics;
+
+/// Which endpoint a socket came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `/chat/v1/ws`.
+    Customer,
+    /// `/agent/v1/ws`.
+    Agent,
+}
+
+impl Role {
+    fn label(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+/// The socket could not be written; the session ends.
+#[derive(Debug)]
+pub(super) struct Gone;
+
+/// A live session's state.
+pub(super) struct Session {
+    pub(super) state: AppState,
+    pub(super) role: Role,
+    pub(super) who: Participant,
+    /// Widget key of a customer session (selects the queue).
+    pub(super) widget_key: Option<String>,
+    sink: SplitSink<WebSocket, Message>,
+    /// Last position delivered per conversation, in this session's view.
+    cursors: HashMap<ConversationId, u64>,
+}
+
+/// Runs one socket to its end. `admission` is `None` when a connection cap was hit: the socket is closed
+/// with 4008 at once.
+pub async fn run(
+    socket: WebSocket,
+    state: AppState,
+    role: Role,
+    admission: Option<Admission>,
+    request_id: String,
+) {
+    let conn_id = state.next_connection_id();
+    let span = tracing::info_span!("ws", role = role.label(), conn_id, request_id = %request_id);
+    async move {
+        metrics::ws_opened(role.label());
+        let code = serve(socket, state, role, admission, conn_id).await;
+        metrics::ws_closed(role.label(), code);
+        tracing::debug!(code, "websocket closed");
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    drop(sink.send(Message::Close(Some(frame))).await);
+    drop(sink.close().await);
+}
+
+async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    role: Role,
+    admission: Option<Admission>,
+    conn_id: u64,
+) -> u16 {
+    let (mut sink, mut stream) = socket.split();
+    let Some(_admission) = admission else {
+        metrics::input_rejected("connection_limit");
+        tracing::warn!("connection refused: connection limit reached");
+        send_close(&mut sink, close::RATE_LIMITED, "too many connections").await;
+        return close::RATE_LIMITED;
+    };
+    let limits = &state.settings.limits;
+    let hello = match timeout(Duration::from_millis(limits.hello_timeout_ms), stream.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => parse_frame(text.as_str(), role == Role::Agent),
+        _ => {
+            send_close(&mut sink, close::PROTOCOL, "hello expected").await;
+            return close::PROTOCOL;
+        }
+    };
+    let (token, resume) = match hello {
+        Ok(frame) => match frame.op {
+            ClientOp::Hello { token, resume, .. } => (token, resume),
+            _ => {
+                send_close(&mut sink, close::PROTOCOL, "the first frame must be hello").await;
+                return close::PROTOCOL;
+            }
+        },
+        Err(error) => {
+            let text = protocol::error(None, error.code(), &error.to_string());
+            drop(sink.send(Message::Text(text)).await);
+            send_close(&mut sink, close::PROTOCOL, "the first frame must be hello").await;
+            return close::PROTOCOL;
+        }
+    };
+    let claims_role = match role {
+        Role::Customer => auth::Role::Customer,
+        Role::Agent => auth::Role::Agent,
+    };
+    let claims = match state.tokens.verify(&token, claims_role, unix_ms() / 1000, 0) {
+        Ok(claims) => claims,
+        Err(error) => {
+            let code = match error {
+                TokenError::Expired => close::TOKEN_EXPIRED,
+                TokenError::Invalid => close::BAD_TOKEN,
+            };
+            metrics::input_rejected("bad_token");
+            tracing::warn!(%error, "websocket token refused");
+            send_close(&mut sink, code, &error.to_string()).await;
+            return code;
+        }
+    };
+    let who = match role {
+        Role::Customer => match CustomerId::parse(&claims.sub) {
+            Ok(id) => Participant::Customer(id),
+            Err(_) => {
+                send_close(&mut sink, close::BAD_TOKEN, "invalid token").await;
+                return close::BAD_TOKEN;
+            }
+        },
+        Role::Agent => Participant::Agent(claims.sub.clone()),
+    };
+
+    let (tx, rx) = mpsc::channel(limits.outbound_queue_frames);
+    let overflow = CancellationToken::new();
+    let handle = ConnectionHandle {
+        id: conn_id,
+        session_id: String::new(),
+        tx,
+        overflow: overflow.clone(),
+    };
+    let attached = match state
+        .bus
+        .attach(who.clone(), resume.session_id.clone(), handle)
+        .await
+    {
+        Ok(attached) => attached,
+        Err(error) => {
+            tracing::warn!(%error, "attach refused");
+            send_close(&mut sink, close::BAD_TOKEN, &error.to_string()).await;
+            return close::BAD_TOKEN;
+        }
+    };
+    let mut conversations = Vec::new();
+    for c in &attached.conversations {
+        conversations
+            .push(serde_json::json!({"conversation_id": c.id, "last_seq": c.last_seq, "status": c.status}));
+    }
+    let mut extra = attached.ready_extra.clone();
+    extra.insert(
+        "conversations".to_owned(),
+        serde_json::Value::Array(conversations),
+    );
+    let ready = protocol::ready(&attached.session_id, limits.heartbeat_ms, attached.resumed, extra);
+    let mut session = Session {
+        state: state.clone(),
+        role,
+        who: who.clone(),
+        widget_key: claims.wk,
+        sink,
+        cursors: HashMap::new(),
+    };
+    let code = match session.send(ready).await {
+        Ok(()) => {
+            session
+                .live(stream, rx, overflow, &resume, &attached.conversations)
+                .await
+        }
+        Err(Gone) => 1006,
+    };
+    state.bus.detach(who, conn_id).await;
+    code
+}
+
+impl Session {
+    pub(super) async fn send(&mut self, frame: FrameText) -> Result<(), Gone> {
+        self.sink.send(Message::Text(frame)).await.map_err(|_| Gone)
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) -> u16 {
+        send_close(&mut self.sink, code, reason).await;
+        code
+    }
+
+    async fn live(
+        &mut self,
+        mut stream: SplitStream<WebSocket>,
+        mut rx: mpsc::Receiver<Outbound>,
+        overflow: CancellationToken,
+        resume: &Resume,
+        conversations: &[crate::bus::ConversationSummary],
+    ) -> u16 {
+        for summary in conversations {
+            let cursor = resume
+                .cursors
+                .get(summary.id.as_str())
+                .copied()
+                .unwrap_or(summary.last_seq)
+                .min(summary.last_seq);
+            self.cursors.insert(summary.id.clone(), cursor);
+            if cursor < summary.last_seq && self.backfill(&summary.id).await.is_err() {
+                return 1006;
+            }
+        }
+        let limits = self.state.settings.limits.clone();
+        let heartbeat = Duration::from_millis(limits.heartbeat_ms * 2);
+        let mut silence_deadline = Instant::now() + heartbeat;
+        let mut bucket = TokenBucket::new(limits.frames_per_second, limits.frame_burst, Instant::now());
+        let mut strikes = 0u32;
+        let ingress = self.state.shutdown.ingress().clone();
+        loop {
+            tokio::select! {
+                () = ingress.cancelled() => return self.close(close::RESTART, "server restarting").await,
+                () = overflow.cancelled() => return self.close(close::TRY_AGAIN_LATER, "too far behind; resume").await,
+                () = sleep_until(silence_deadline) => return self.close(close::PROTOCOL, "heartbeat timeout").await,
+                item = rx.recv() => {
+                    let Some(item) = item else { return self.close(close::RESTART, "session bus stopped").await };
+                    match self.deliver(item).await {
+                        Ok(None) => {}
+                        Ok(Some((code, reason))) => return self.close(code, reason).await,
+                        Err(Gone) => return 1006,
+                    }
+                }
+                message = stream.next() => {
+                    silence_deadline = Instant::now() + heartbeat;
+                    let text = match message {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Binary(_))) => {
+                            metrics::input_rejected("binary_frame");
+                            tracing::warn!("binary frame refused");
+                            if self.send(protocol::error(None, "invalid_frame", "binary frames are not supported")).await.is_err() {
+                                return 1006;
+                            }
+                            continue;
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_))) | None => return 1000,
+                        Some(Err(error)) => {
+                            metrics::input_rejected("frame_error");
+                            tracing::warn!(%error, "websocket read failed");
+                            return self.close(close::TOO_BIG, "frame too large or malformed").await;
+                        }
+                    };
+                    metrics::ws_frame_received(self.role.label());
+                    if !bucket.allow(Instant::now()) {
+                        strikes += 1;
+                        metrics::input_rejected("rate_limited");
+                        if strikes >= limits.rate_limit_strikes {
+                            tracing::warn!(strikes, "closing a flooding connection");
+                            return self.close(close::RATE_LIMITED, "rate limited").await;
+                        }
+                        if self.send(protocol::error(None, "rate_limited", "too many frames; slow down")).await.is_err() {
+                            return 1006;
+                        }
+                        continue;
+                    }
+                    if self.handle_text(text.as_str()).await.is_err() {
+                        return 1006;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers one item from the bus; returns a close code when the bus asks to close.
+    async fn deliver(&mut self, item: Outbound) -> Result<Option<(u16, &'static str)>, Gone> {
+        match item {
+            Outbound::Frame(frame) => self.send(frame).await?,
+            Outbound::Event {
+                conversation,
+                seq,
+                frame,
+            } => {
+                let cursor = match self.cursors.get(&conversation) {
+                    Some(cursor) => *cursor,
+                    // Agents follow only what they were assigned; customers follow their new conversations.
+                    None if self.role == Role::Agent => return Ok(None),
+                    None => 0,
+                };
+                if seq <= cursor {
+                    return Ok(None);
+                }
+                self.cursors.insert(conversation.clone(), cursor);
+                if seq > cursor + 1 {
+                    self.backfill(&conversation).await?;
+                    if self.cursors.get(&conversation).copied().unwrap_or(0) >= seq {
+                        return Ok(None);
+                    }
+                }
+                self.send(frame).await?;
+                self.cursors.insert(conversation, seq);
+            }
+            Outbound::Track { conversation, after } => {
+                self.cursors.insert(conversation.clone(), after);
+                self.backfill(&conversation).await?;
+            }
+            Outbound::Untrack(conversation) => {
+                self.cursors.remove(&conversation);
+            }
+            Outbound::Close(code, reason) => return Ok(Some((code, reason))),
+        }
+        Ok(None)
+    }
+
+    /// Replays from the log everything after this session's cursor, or asks the client to resync over REST
+    /// when that is more than `replay_max_events`.
+    async fn backfill(&mut self, conversation: &ConversationId) -> Result<(), Gone> {
+        let view = self.who.view();
+        let after = self.cursors.get(conversation).copied().unwrap_or(0);
+        let max = self.state.settings.limits.replay_max_events;
+        let page = match self
+            .state
+            .store
+            .events_after(conversation, view, after, max + 1)
+            .await
+        {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(conversation_id = %conversation, %error, "replay failed");
+                return self
+                    .send(protocol::resync_required(
+                        conversation,
+                        "store_unavailable",
+                        after,
+                    ))
+                    .await;
+            }
+        };
+        if page.events.len() > max {
+            self.cursors.insert(conversation.clone(), page.last);
+            return self
+                .send(protocol::resync_required(
+                    conversation,
+                    "too_far_behind",
+                    page.last,
+                ))
+                .await;
+        }
+        let count = page.events.len();
+        for event in page.events {
+            let read_position = match (&event.kind, view) {
+                (EventKind::Read { up_to_seq, .. }, View::Customer) => self
+                    .state
+                    .store
+                    .customer_position(conversation, *up_to_seq)
+                    .await
+                    .ok(),
+                _ => None,
+            };
+            let seq = match view {
+                View::Agent => event.seq,
+                View::Customer => event.customer_seq.unwrap_or(0),
+            };
+            self.send(protocol::event(protocol::event_payload(
+                conversation,
+                &event,
+                view,
+                read_position,
+            )))
+            .await?;
+            self.cursors.insert(conversation.clone(), seq);
+        }
+        metrics::events_replayed(count);
+        Ok(())
+    }
+}
