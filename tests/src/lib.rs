@@ -1,1 +1,34 @@
-//! placeholder
+//! Test harness for omnigate's end-to-end tests: a gateway on port 0, customers and agents as real websocket
+//! clients, and a minimal HTTP client.
+//!
+//! Depends on everything; nothing depends on it.
+//!
+//! Layout:
+//! - `gateway.rs`: [`TestGateway`]
+//! - `client.rs`: [`WsClient`], [`Customer`], [`Agent`]
+//! - `http.rs`: [`http_request`]
+
+mod client;
+mod gateway;
+mod http;
+
+pub use client::{Agent, Customer, WsClient, RECV_TIMEOUT};
+pub use gateway::{agents, test_config, TestGateway};
+pub use http::{http_request, HttpResponse};
+
+/// Waits until `$cond` holds, polling every 10 ms, failing after 10 s. Never a fixed sleep.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $($msg:tt)+) => {{
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if $cond {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!($($msg)+);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }};
+}

@@ -1,0 +1,107 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use omnigate_config::{AgentConfig, Config};
+use omnigate_gateway::shutdown::Shutdown;
+use omnigate_gateway::Gateway;
+use tokio::task::JoinHandle;
+
+/// A gateway running in this process on free loopback ports, with the demo configuration unless changed.
+pub struct TestGateway {
+    /// Public listener.
+    pub public: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    shutdown: Shutdown,
+    tokens: BTreeMap<String, String>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The demo configuration on port 0, logs silent unless `TEST_LOG=1`.
+pub fn test_config() -> Config {
+    let env = BTreeMap::from([
+        (
+            "OMNIGATE_SERVER__PUBLIC_ADDR".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        ("OMNIGATE_SERVER__ADMIN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+    ]);
+    omnigate_config::load(None, &env).expect("demo configuration")
+}
+
+/// `count` agents named `agent-0..`, each able to take `capacity` web chats.
+pub fn agents(count: usize, capacity: u32) -> Vec<AgentConfig> {
+    (0..count)
+        .map(|i| AgentConfig {
+            id: format!("agent-{i}"),
+            name: format!("Agent {i}"),
+            skills: BTreeMap::new(),
+            capacity: BTreeMap::from([("web".to_owned(), capacity)]),
+            max_total: capacity,
+        })
+        .collect()
+}
+
+impl TestGateway {
+    /// Starts with the demo configuration.
+    pub async fn spawn() -> TestGateway {
+        TestGateway::spawn_with(|_| {}).await
+    }
+
+    /// Starts with the demo configuration changed by `change`.
+    pub async fn spawn_with(change: impl FnOnce(&mut Config)) -> TestGateway {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let config = test_config();
+            omnigate_gateway::telemetry::init_logging(&config);
+        }
+        let mut config = test_config();
+        change(&mut config);
+        config.validate().expect("test configuration is valid");
+        let agent_ids: Vec<String> = config.agents.iter().map(|a| a.id.clone()).collect();
+        let gateway = Gateway::build(config).await.expect("gateway builds");
+        let tokens = agent_ids
+            .into_iter()
+            .map(|id| (id.clone(), gateway.agent_token(&id)))
+            .collect();
+        let public = gateway.public_addr();
+        let admin = gateway.admin_addr();
+        let shutdown = gateway.shutdown();
+        #[allow(clippy::disallowed_methods)]
+        // the harness runs the gateway as a whole; it is not one of its tasks
+        let task = tokio::spawn(gateway.run_until_stopped(std::future::pending()));
+        TestGateway {
+            public,
+            admin,
+            shutdown,
+            tokens,
+            task: Some(task),
+        }
+    }
+
+    /// A valid token for a configured agent.
+    pub fn agent_token(&self, agent: &str) -> String {
+        self.tokens
+            .get(agent)
+            .cloned()
+            .unwrap_or_else(|| panic!("no agent {agent} configured"))
+    }
+
+    /// `ws://…/path`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.public)
+    }
+
+    /// Starts a graceful shutdown and waits for the gateway to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.begin();
+        if let Some(task) = self.task.take() {
+            task.await.expect("gateway task").expect("gateway ran");
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.root().cancel();
+    }
+}

@@ -1,0 +1,10 @@
+//! omnigate end to end, over real sockets on loopback. One test binary (see meilisearch's
+#![allow(clippy::disallowed_methods)] // tests spawn clients freely; the gateway itself uses its shutdown tree
+//! `tests/integration.rs` for why): the modules below share the harness in `omnigate_tests`.
+
+mod admin;
+mod bad_input;
+mod conversation;
+mod delivery;
+mod parallel;
+mod routing;

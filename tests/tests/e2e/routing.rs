@@ -1,0 +1,142 @@
+//! Routing through the gateway: reject, offer timeout, transfer, disconnect grace.
+
+use omnigate_tests::{Agent, Customer, TestGateway};
+use serde_json::json;
+
+fn two_agents(config: &mut omnigate_config::Config) {
+    config.agents = omnigate_tests::agents(2, 2);
+}
+
+#[tokio::test]
+async fn a_rejected_offer_goes_to_another_agent_and_never_back() {
+    let gateway = TestGateway::spawn_with(two_agents).await;
+    let mut first = Agent::online(&gateway, "agent-0").await;
+    let mut customer = Customer::start(&gateway).await;
+    let conversation = customer.say(None, "c-1", "hi").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(first.next_offer().await, conversation);
+    let mut second = Agent::online(&gateway, "agent-1").await;
+    first
+        .request("offer.reject", json!({"conversation_id": conversation}))
+        .await;
+    assert_eq!(second.next_offer().await, conversation);
+    assert_eq!(
+        first
+            .request_error("offer.accept", json!({"conversation_id": conversation}))
+            .await,
+        "not_allowed"
+    );
+    second.accept(&conversation).await;
+    assert_eq!(
+        second.next_message_in(&conversation).await["message"]["content"]["text"],
+        "hi"
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_offer_times_out_and_moves_on() {
+    let gateway = TestGateway::spawn_with(|c| {
+        two_agents(c);
+        c.routing.offer_timeout_secs = 1;
+    })
+    .await;
+    let mut a = Agent::online(&gateway, "agent-0").await;
+    let mut customer = Customer::start(&gateway).await;
+    let conversation = customer.say(None, "c-1", "hi").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(a.next_offer().await, conversation);
+    let rescinded = a.ws.recv_until(|f| f["op"] == "offer.rescinded").await;
+    assert_eq!(rescinded["d"]["reason"], "timeout");
+    let mut b = Agent::online(&gateway, "agent-1").await;
+    assert_eq!(b.next_offer().await, conversation);
+}
+
+#[tokio::test]
+async fn only_the_assigned_agent_may_act_on_a_conversation() {
+    let gateway = TestGateway::spawn_with(two_agents).await;
+    let mut a = Agent::online(&gateway, "agent-0").await;
+    let mut customer = Customer::start(&gateway).await;
+    let conversation = customer.say(None, "c-1", "hi").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.take_next().await;
+    let mut b = Agent::online(&gateway, "agent-1").await;
+    let send = json!({"conversation_id": conversation, "client_msg_id": "x", "content": {"type": "text", "text": "intrude"}});
+    let reference = b.ws.send_op("message.send", send).await;
+    let refusal = b.ws.recv_until(|f| f["ref"] == reference.as_str()).await;
+    assert_eq!(refusal["d"]["code"], "not_allowed");
+    assert_eq!(
+        b.request_error("conversation.close", json!({"conversation_id": conversation}))
+            .await,
+        "not_allowed"
+    );
+}
+
+#[tokio::test]
+async fn a_transfer_to_another_agent_hands_over_the_history() {
+    let gateway = TestGateway::spawn_with(two_agents).await;
+    let mut a = Agent::online(&gateway, "agent-0").await;
+    let mut customer = Customer::start(&gateway).await;
+    let conversation = customer.say(None, "c-1", "my card is blocked").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.take_next().await;
+    a.say(&conversation, "a-1", "let me get a colleague").await;
+    let mut b = Agent::online(&gateway, "agent-1").await;
+    a.request(
+        "conversation.transfer",
+        json!({"conversation_id": conversation, "to_agent": "agent-1", "reason": "cards team"}),
+    )
+    .await;
+    let unassigned = a.ws.recv_until(|f| f["op"] == "conversation.unassigned").await;
+    assert_eq!(unassigned["d"]["reason"], "transferred");
+    assert_eq!(b.take_next().await, conversation);
+    let texts = [
+        b.next_message_in(&conversation).await["message"]["content"]["text"].clone(),
+        b.next_message_in(&conversation).await["message"]["content"]["text"].clone(),
+    ];
+    assert_eq!(
+        texts,
+        [json!("my card is blocked"), json!("let me get a colleague")]
+    );
+    b.say(&conversation, "b-1", "cards team here").await;
+    loop {
+        let message = customer.next_message().await;
+        if message["message"]["content"]["text"] == "cards team here" {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_agent_that_drops_keeps_its_conversation_within_the_grace_window() {
+    let gateway = TestGateway::spawn_with(|c| {
+        two_agents(c);
+        c.routing.disconnect_grace_secs = 1;
+    })
+    .await;
+    let mut a = Agent::online(&gateway, "agent-0").await;
+    let mut customer = Customer::start(&gateway).await;
+    let conversation = customer.say(None, "c-1", "hi").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.take_next().await;
+    a.ws.kill();
+    let a = Agent::connect(&gateway, "agent-0", json!(null)).await;
+    assert_eq!(
+        a.ready["d"]["conversations"][0]["conversation_id"],
+        conversation.as_str()
+    );
+
+    // Gone past the grace window: the conversation is re-queued and offered to someone else.
+    a.ws.kill();
+    let mut b = Agent::online(&gateway, "agent-1").await;
+    assert_eq!(b.next_offer().await, conversation);
+}
