@@ -99,6 +99,17 @@ pub struct Store {
     pub backend: StoreBackend,
     /// Redis URL when `backend = "redis"`.
     pub redis_url: String,
+    /// Prefix of every Redis key, so several deployments (or tests) can share one server.
+    pub key_prefix: String,
+    /// How long `Gateway::build` and each reconnection attempt wait for Redis to accept a connection.
+    pub connect_timeout_ms: u64,
+    /// The longest any one Redis command may take before the store reports itself unavailable; it bounds
+    /// how long a dead Redis can stall the session bus.
+    pub command_timeout_ms: u64,
+    /// Conversation keys (log, indexes, summary) expire this long after their last write; 0 keeps them.
+    pub conversation_ttl_secs: u64,
+    /// Identity keys expire this long after their last resolution; 0 keeps them.
+    pub identity_ttl_secs: u64,
 }
 
 impl Default for Store {
@@ -106,6 +117,11 @@ impl Default for Store {
         Self {
             backend: StoreBackend::Memory,
             redis_url: "redis://127.0.0.1:6379/0".to_owned(),
+            key_prefix: "og:".to_owned(),
+            connect_timeout_ms: 2_000,
+            command_timeout_ms: 1_000,
+            conversation_ttl_secs: 90 * 24 * 3600,
+            identity_ttl_secs: 0,
         }
     }
 }

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use secrecy::ExposeSecret;
 
-use crate::{Config, Mode, ValidationErrors};
+use crate::{Config, Mode, StoreBackend, ValidationErrors};
 
 /// Channels an agent's capacity may name.
 pub const CHANNELS: &[&str] = &["web", "app", "wechat", "sms", "voice"];
@@ -33,6 +33,15 @@ impl Config {
         }
         if self.auth.agent_token_ttl_secs == 0 {
             problem("auth.agent_token_ttl_secs must be positive".to_owned());
+        }
+
+        if self.store.backend == StoreBackend::Redis {
+            if self.store.redis_url.is_empty() {
+                problem("store.redis_url must be set when store.backend = \"redis\"".to_owned());
+            }
+            if self.store.connect_timeout_ms == 0 || self.store.command_timeout_ms == 0 {
+                problem("store.connect_timeout_ms and store.command_timeout_ms must be positive".to_owned());
+            }
         }
 
         let l = &self.limits;

@@ -15,7 +15,7 @@ use crate::bus::{Bus, BusSettings};
 use crate::clock::unix_ms;
 use crate::http::{admin_app, public_app, AppState, Settings};
 use crate::shutdown::Shutdown;
-use crate::store::{ContextStore, MemoryStore};
+use crate::store::{ContextStore, MemoryStore, RedisSettings, RedisStore};
 use crate::telemetry;
 
 /// A built gateway: listeners bound, session bus running, not yet serving.
@@ -42,9 +42,11 @@ impl Gateway {
     pub async fn build(config: Config) -> anyhow::Result<Gateway> {
         let store: Arc<dyn ContextStore> = match config.store.backend {
             StoreBackend::Memory => Arc::new(MemoryStore::new()),
-            StoreBackend::Redis => {
-                anyhow::bail!("store.backend = \"redis\" is not available in this build yet; use \"memory\"")
-            }
+            StoreBackend::Redis => Arc::new(
+                RedisStore::connect(RedisSettings::from_config(&config.store))
+                    .await
+                    .context("store.backend = \"redis\": redis must be reachable at start")?,
+            ),
         };
         let router = Router::new(&config.routing).context("routing configuration")?;
         let agents = config

@@ -147,8 +147,8 @@ impl ContextStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn memory_store_passes_the_conformance_suite() {
-        super::super::testsuite::run(&super::MemoryStore::new()).await;
+        super::super::testsuite::run(std::sync::Arc::new(super::MemoryStore::new())).await;
     }
 }

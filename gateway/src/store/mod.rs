@@ -7,17 +7,20 @@
 //! Layout:
 //! - `event.rs`: the immutable event record
 //! - `memory.rs`: the embedded backend (default)
-//! - `testsuite.rs`: the conformance suite every backend passes
+//! - `redis.rs`: the Redis backend, shared by several gateway processes (`docs/redis.md`)
+//! - `testsuite.rs`: the conformance suite every backend passes (behind the `test-util` feature)
 
 mod event;
 mod memory;
-#[cfg(test)]
-mod testsuite;
+mod redis;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testsuite;
 
 use async_trait::async_trait;
 use omnigate_connectors::model::{Channel, ConversationId, CustomerId, Identity};
 use serde::{Deserialize, Serialize};
 
+pub use self::redis::{RedisSettings, RedisStore};
 pub use event::{Actor, EventKind, NewEvent, StoredEvent};
 pub use memory::MemoryStore;
 
@@ -30,6 +33,9 @@ pub enum StoreError {
     /// The stored data is not what this version expects.
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    /// The backend's configuration is unusable (e.g. a malformed URL); fix the configuration.
+    #[error("store is misconfigured: {0}")]
+    Misconfigured(String),
 }
 
 /// Which side's view of a conversation log.

@@ -1,4 +1,13 @@
-//! The conformance suite every [`ContextStore`] backend must pass.
+//! The conformance suite every [`ContextStore`] backend must pass: numbering, idempotency, paging,
+//! identities, summaries, and the same under concurrent callers.
+//!
+//! The memory backend runs it in the gateway's unit tests; the Redis backend runs it in `omnigate-tests`,
+//! which starts its own `redis-server` (hence the `test-util` feature).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
 
 use omnigate_connectors::model::{
     Channel, Content, ConversationId, CustomerId, Identity, IdentityKind, MessageId,
@@ -34,14 +43,128 @@ fn note(text: &str) -> NewEvent {
     }
 }
 
-/// Runs every check against `store`.
-pub(crate) async fn run(store: &dyn ContextStore) {
-    numbering_is_gapless_in_both_views(store).await;
-    idempotent_appends_return_the_original(store).await;
-    pages_respect_position_and_limit(store).await;
-    identities_resolve_to_one_customer(store).await;
-    conversation_records_round_trip(store).await;
+/// Runs every check against `store`. Call it from a multi-threaded runtime so the concurrent checks run in
+/// parallel.
+///
+/// # Panics
+/// When the store breaks the [`ContextStore`] contract.
+pub async fn run(store: Arc<dyn ContextStore>) {
+    numbering_is_gapless_in_both_views(&*store).await;
+    idempotent_appends_return_the_original(&*store).await;
+    pages_respect_position_and_limit(&*store).await;
+    identities_resolve_to_one_customer(&*store).await;
+    conversation_records_round_trip(&*store).await;
+    concurrent_appends_are_gapless_and_unique(&store).await;
+    concurrent_retries_store_one_event(&store).await;
+    concurrent_resolutions_create_one_customer(&store).await;
     store.ping().await.expect("ping");
+}
+
+fn text_of(event: &StoredEvent) -> Option<&str> {
+    match &event.kind {
+        EventKind::Message {
+            content: Content::Text { text },
+            ..
+        } => Some(text),
+        EventKind::Note { text, .. } => Some(text),
+        _ => None,
+    }
+}
+
+/// Many writers on one conversation, half of the events hidden from the customer: both numberings stay
+/// gapless and every event is stored once.
+async fn concurrent_appends_are_gapless_and_unique(store: &Arc<dyn ContextStore>) {
+    const WRITERS: usize = 8;
+    const EACH: usize = 25;
+    let c = ConversationId::generate();
+    let mut writers = JoinSet::new();
+    for w in 0..WRITERS {
+        let store = Arc::clone(store);
+        let c = c.clone();
+        writers.spawn(async move {
+            for i in 0..EACH {
+                let text = format!("{w}-{i}");
+                let event = if i % 2 == 0 {
+                    message(&text, None)
+                } else {
+                    note(&text)
+                };
+                store.append(&c, event).await.expect("concurrent append");
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer task");
+    }
+    let total = (WRITERS * EACH) as u64;
+    let page = store
+        .events_after(&c, View::Agent, 0, WRITERS * EACH + 10)
+        .await
+        .unwrap();
+    assert_eq!(page.last, total);
+    let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "agent numbering is gapless"
+    );
+    let texts: BTreeSet<&str> = page.events.iter().filter_map(text_of).collect();
+    assert_eq!(texts.len(), WRITERS * EACH, "every event is stored exactly once");
+    let customer_seqs: Vec<u64> = page.events.iter().filter_map(|e| e.customer_seq).collect();
+    let visible = customer_seqs.len() as u64;
+    assert_eq!(
+        customer_seqs,
+        (1..=visible).collect::<Vec<_>>(),
+        "customer numbering is gapless and follows the agent numbering"
+    );
+    let customer = store
+        .events_after(&c, View::Customer, 0, WRITERS * EACH)
+        .await
+        .unwrap();
+    assert_eq!(customer.last, visible);
+    assert!(customer.events.iter().all(|e| e.kind.customer_visible()));
+}
+
+/// A client retrying the same message on several connections at once gets one stored event.
+async fn concurrent_retries_store_one_event(store: &Arc<dyn ContextStore>) {
+    const RETRIES: usize = 16;
+    let c = ConversationId::generate();
+    let mut retries = JoinSet::new();
+    for _ in 0..RETRIES {
+        let store = Arc::clone(store);
+        let c = c.clone();
+        retries.spawn(async move { store.append(&c, message("once", Some("k-race"))).await });
+    }
+    let mut results = Vec::new();
+    while let Some(done) = retries.join_next().await {
+        results.push(done.expect("retry task").expect("concurrent retry"));
+    }
+    let new = results.iter().filter(|r| matches!(r, Appended::New(_))).count();
+    assert_eq!(new, 1, "exactly one retry stores the event");
+    assert!(results.iter().all(|r| r.event() == results[0].event()));
+    let page = store.events_after(&c, View::Agent, 0, 10).await.unwrap();
+    assert_eq!((page.events.len(), page.last), (1, 1));
+}
+
+/// Racing first contacts of one identity agree on one customer.
+async fn concurrent_resolutions_create_one_customer(store: &Arc<dyn ContextStore>) {
+    const RESOLVERS: usize = 16;
+    let identity = Identity {
+        kind: IdentityKind::Phone,
+        value: format!("+86{}", &CustomerId::generate().as_str()[2..12]),
+        verified: true,
+    };
+    let mut resolvers = JoinSet::new();
+    for _ in 0..RESOLVERS {
+        let store = Arc::clone(store);
+        let identity = identity.clone();
+        resolvers.spawn(async move { store.resolve_customer(&identity).await });
+    }
+    let mut customers = BTreeSet::new();
+    while let Some(done) = resolvers.join_next().await {
+        customers.insert(done.expect("resolver task").expect("concurrent resolve"));
+    }
+    assert_eq!(customers.len(), 1, "one customer per identity: {customers:?}");
 }
 
 async fn numbering_is_gapless_in_both_views(store: &dyn ContextStore) {
@@ -59,6 +182,13 @@ async fn numbering_is_gapless_in_both_views(store: &dyn ContextStore) {
     let customer = store.events_after(&c, View::Customer, 0, 10).await.unwrap();
     assert_eq!(customer.last, 2);
     assert!(customer.events.iter().all(|e| e.kind.customer_visible()));
+    let second = store.events_after(&c, View::Customer, 1, 1).await.unwrap();
+    assert_eq!(second.events, vec![b.event().clone()]);
+    let agent = store.events_after(&c, View::Agent, 0, 10).await.unwrap();
+    assert_eq!(
+        agent.events,
+        vec![a.event().clone(), n.event().clone(), b.event().clone()]
+    );
 }
 
 async fn idempotent_appends_return_the_original(store: &dyn ContextStore) {

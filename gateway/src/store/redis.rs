@@ -1,0 +1,461 @@
+//! The Redis backend: several gateway processes share one context store.
+//!
+//! Every call goes over one shared multiplexed connection ([`ConnectionManager`], which reconnects by
+//! itself) and is bounded by the configured command timeout, so a dead or paused Redis makes calls fail
+//! with [`StoreError::Unavailable`] instead of stalling the session bus. Appends are one Lua script each
+//! (idempotency check, gapless numbering in both views, write: atomic and one round trip); pages are one
+//! read-only script. The key layout is in `docs/redis.md`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use omnigate_connectors::model::{ConversationId, CustomerId, Identity};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, RedisResult, Script};
+use serde::Serialize;
+
+use super::{
+    Actor, Appended, ContextStore, ConversationRecord, EventKind, EventPage, NewEvent, StoreError,
+    StoredEvent, View,
+};
+
+/// Marks errors the scripts raise on data they cannot make sense of (reported as [`StoreError::Corrupt`]).
+const CORRUPT_MARKER: &str = "OGCORRUPT";
+
+/// Appends one event. KEYS: log, customer index, idempotency hash. ARGV: idempotency key (empty for none),
+/// `1` when the customer sees the event, the event's JSON after its numbering (without the opening brace),
+/// TTL in seconds (0 keeps the keys). Returns `{1, event}` for a new event, `{0, original}` for a duplicate.
+const APPEND_LUA: &str = r#"
+local key = ARGV[1]
+if key ~= '' then
+  local seen = redis.call('HGET', KEYS[3], key)
+  if seen then
+    local original = redis.call('LINDEX', KEYS[1], tonumber(seen) - 1)
+    if not original then
+      return redis.error_reply('OGCORRUPT idempotency key points at missing seq ' .. seen)
+    end
+    return {0, original}
+  end
+end
+local seq = redis.call('LLEN', KEYS[1]) + 1
+local customer_seq = 'null'
+if ARGV[2] == '1' then
+  customer_seq = redis.call('ZCARD', KEYS[2]) + 1
+  redis.call('ZADD', KEYS[2], seq, seq)
+end
+local event = '{"seq":' .. seq .. ',"customer_seq":' .. customer_seq .. ',' .. ARGV[3]
+redis.call('RPUSH', KEYS[1], event)
+if key ~= '' then
+  redis.call('HSET', KEYS[3], key, seq)
+end
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+return {1, event}
+"#;
+
+/// Reads a page of one view. KEYS: log, customer index. ARGV: `agent` or `customer`, position after which
+/// to read, the most events to return. Returns the view's last position followed by the events.
+const PAGE_LUA: &str = r#"
+local after = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+if ARGV[1] == 'agent' then
+  local last = redis.call('LLEN', KEYS[1])
+  if limit == 0 or after >= last then
+    return {tostring(last)}
+  end
+  local events = redis.call('LRANGE', KEYS[1], after, after + limit - 1)
+  table.insert(events, 1, tostring(last))
+  return events
+end
+local last = redis.call('ZCARD', KEYS[2])
+local out = {tostring(last)}
+if limit == 0 or after >= last then
+  return out
+end
+local seqs = redis.call('ZRANGE', KEYS[2], after, after + limit - 1)
+for _, seq in ipairs(seqs) do
+  local event = redis.call('LINDEX', KEYS[1], tonumber(seq) - 1)
+  if not event then
+    return redis.error_reply('OGCORRUPT customer index points at missing seq ' .. seq)
+  end
+  out[#out + 1] = event
+end
+return out
+"#;
+
+/// The most events one page may ask for; larger limits are clamped (Lua numbers are doubles).
+const MAX_PAGE: usize = 1 << 30;
+
+/// How to reach Redis, how to name keys and how long they live.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key (e.g. `og:`).
+    pub key_prefix: String,
+    /// Bound on connecting, at start and on each reconnection attempt.
+    pub connect_timeout: Duration,
+    /// Bound on every command, waiting for a reconnection included.
+    pub command_timeout: Duration,
+    /// Conversation keys expire this long after their last write; 0 keeps them.
+    pub conversation_ttl_secs: u64,
+    /// Identity keys expire this long after their last resolution; 0 keeps them.
+    pub identity_ttl_secs: u64,
+}
+
+impl RedisSettings {
+    /// The settings in the `[store]` section.
+    pub fn from_config(store: &omnigate_config::Store) -> RedisSettings {
+        RedisSettings {
+            url: store.redis_url.clone(),
+            key_prefix: store.key_prefix.clone(),
+            connect_timeout: Duration::from_millis(store.connect_timeout_ms),
+            command_timeout: Duration::from_millis(store.command_timeout_ms),
+            conversation_ttl_secs: store.conversation_ttl_secs,
+            identity_ttl_secs: store.identity_ttl_secs,
+        }
+    }
+}
+
+/// [`ContextStore`] on Redis.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    settings: RedisSettings,
+    append: Script,
+    page: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("key_prefix", &self.settings.key_prefix)
+            .field("command_timeout", &self.settings.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The event's fields after its numbering, serialized in one go; the append script prepends the numbers.
+#[derive(Serialize)]
+struct EventBody<'a> {
+    at_ms: u64,
+    actor: &'a Actor,
+    kind: &'a EventKind,
+}
+
+impl RedisStore {
+    /// Connects and checks that Redis answers, within `connect_timeout`.
+    ///
+    /// # Errors
+    /// [`StoreError::Misconfigured`] for a malformed URL, [`StoreError::Unavailable`] when Redis does not
+    /// answer in time.
+    pub async fn connect(settings: RedisSettings) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|error| StoreError::Misconfigured(format!("redis url {:?}: {error}", settings.url)))?;
+        // Reconnection attempts: quick and bounded, so a restarted Redis is found again within about
+        // 200 ms; a failed round of attempts is started again by the next command.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(settings.connect_timeout)
+            .set_response_timeout(settings.command_timeout)
+            .set_factor(2)
+            .set_max_delay(200)
+            .set_number_of_retries(3);
+        let connecting = ConnectionManager::new_with_config(client, config);
+        let conn = match tokio::time::timeout(settings.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(error)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot connect to redis at {}: {error}",
+                    settings.url
+                )))
+            }
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot connect to redis at {} within {} ms",
+                    settings.url,
+                    settings.connect_timeout.as_millis()
+                )))
+            }
+        };
+        let store = RedisStore {
+            conn,
+            settings,
+            append: Script::new(APPEND_LUA),
+            page: Script::new(PAGE_LUA),
+        };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    fn conversation_key(&self, id: &ConversationId, part: &str) -> String {
+        conversation_key(&self.settings.key_prefix, id, part)
+    }
+
+    /// Runs one Redis call within the command timeout, turning its failure into a [`StoreError`].
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.settings.command_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(classify(what, &error)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis {what} timed out after {} ms",
+                self.settings.command_timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// `<prefix>conv:{<id>}:<part>`. The braces are a cluster hash tag: every key of one conversation lives in
+/// one slot, as its scripts require.
+fn conversation_key(prefix: &str, id: &ConversationId, part: &str) -> String {
+    format!("{prefix}conv:{{{id}}}:{part}")
+}
+
+/// `<prefix>ident:<kind>:<value>`, the kind as it is spelled in JSON (`wechat_open_id`).
+fn identity_key(prefix: &str, identity: &Identity) -> String {
+    let kind = serde_json::to_value(identity.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{:?}", identity.kind));
+    format!("{prefix}ident:{kind}:{}", identity.value)
+}
+
+fn classify(what: &str, error: &RedisError) -> StoreError {
+    let text = error.to_string();
+    if text.contains(CORRUPT_MARKER) || error.kind() == ErrorKind::TypeError {
+        StoreError::Corrupt(format!("redis {what}: {text}"))
+    } else {
+        StoreError::Unavailable(format!("redis {what}: {text}"))
+    }
+}
+
+fn decode_event(raw: &str) -> Result<StoredEvent, StoreError> {
+    serde_json::from_str(raw).map_err(|error| StoreError::Corrupt(format!("stored event: {error}")))
+}
+
+#[async_trait]
+impl ContextStore for RedisStore {
+    async fn append(&self, conversation: &ConversationId, event: NewEvent) -> Result<Appended, StoreError> {
+        let body = serde_json::to_string(&EventBody {
+            at_ms: event.at_ms,
+            actor: &event.actor,
+            kind: &event.kind,
+        })
+        .map_err(|error| StoreError::Corrupt(format!("event does not serialize: {error}")))?;
+        let body = body.strip_prefix('{').unwrap_or(&body);
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .key(self.conversation_key(conversation, "log"))
+            .key(self.conversation_key(conversation, "cidx"))
+            .key(self.conversation_key(conversation, "idem"))
+            .arg(event.idempotency_key.as_deref().unwrap_or(""))
+            .arg(if event.kind.customer_visible() { "1" } else { "0" })
+            .arg(body)
+            .arg(self.settings.conversation_ttl_secs);
+        let mut conn = self.conn.clone();
+        let (new, raw): (u8, String) = self.bounded("append", invocation.invoke_async(&mut conn)).await?;
+        let stored = decode_event(&raw)?;
+        Ok(if new == 1 {
+            Appended::New(stored)
+        } else {
+            Appended::Duplicate(stored)
+        })
+    }
+
+    async fn events_after(
+        &self,
+        conversation: &ConversationId,
+        view: View,
+        after: u64,
+        limit: usize,
+    ) -> Result<EventPage, StoreError> {
+        let mut invocation = self.page.prepare_invoke();
+        invocation
+            .key(self.conversation_key(conversation, "log"))
+            .key(self.conversation_key(conversation, "cidx"))
+            .arg(match view {
+                View::Agent => "agent",
+                View::Customer => "customer",
+            })
+            .arg(after)
+            .arg(limit.min(MAX_PAGE));
+        let mut conn = self.conn.clone();
+        let raw: Vec<String> = self.bounded("page", invocation.invoke_async(&mut conn)).await?;
+        let mut raw = raw.into_iter();
+        let last = raw
+            .next()
+            .and_then(|last| last.parse::<u64>().ok())
+            .ok_or_else(|| StoreError::Corrupt("page without its last position".to_owned()))?;
+        let events = raw.map(|e| decode_event(&e)).collect::<Result<Vec<_>, _>>()?;
+        Ok(EventPage { events, last })
+    }
+
+    async fn customer_position(&self, conversation: &ConversationId, seq: u64) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.conversation_key(conversation, "cidx");
+        let mut count = redis::cmd("ZCOUNT");
+        count.arg(key).arg("-inf").arg(seq);
+        self.bounded("customer position", count.query_async(&mut conn))
+            .await
+    }
+
+    async fn agent_position(
+        &self,
+        conversation: &ConversationId,
+        customer_seq: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        if customer_seq == 0 {
+            return Ok(None);
+        }
+        let mut conn = self.conn.clone();
+        let key = self.conversation_key(conversation, "cidx");
+        let rank = customer_seq - 1;
+        let mut range = redis::cmd("ZRANGE");
+        range.arg(key).arg(rank).arg(rank);
+        let seqs: Vec<u64> = self
+            .bounded("agent position", range.query_async(&mut conn))
+            .await?;
+        Ok(seqs.first().copied())
+    }
+
+    async fn save_conversation(&self, record: &ConversationRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record)
+            .map_err(|error| StoreError::Corrupt(format!("conversation does not serialize: {error}")))?;
+        let mut set = redis::cmd("SET");
+        set.arg(self.conversation_key(&record.id, "summary")).arg(json);
+        if self.settings.conversation_ttl_secs > 0 {
+            set.arg("EX").arg(self.settings.conversation_ttl_secs);
+        }
+        let mut conn = self.conn.clone();
+        self.bounded("save conversation", set.query_async::<()>(&mut conn))
+            .await
+    }
+
+    async fn load_conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(self.conversation_key(id, "summary"));
+        let raw: Option<String> = self
+            .bounded("load conversation", get.query_async(&mut conn))
+            .await?;
+        raw.map(|raw| {
+            serde_json::from_str(&raw)
+                .map_err(|error| StoreError::Corrupt(format!("conversation summary: {error}")))
+        })
+        .transpose()
+    }
+
+    async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
+        let key = identity_key(&self.settings.key_prefix, identity);
+        let candidate = CustomerId::generate();
+        // Find-or-create in one atomic command: SET NX GET sets the candidate only when the identity is
+        // new and returns the customer already there otherwise, so racing resolvers agree.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg(candidate.as_str())
+            .arg("NX")
+            .arg("GET");
+        if self.settings.identity_ttl_secs > 0 {
+            pipe.cmd("EXPIRE")
+                .arg(&key)
+                .arg(self.settings.identity_ttl_secs)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let (existing,): (Option<String>,) = self
+            .bounded("resolve customer", pipe.query_async(&mut conn))
+            .await?;
+        match existing {
+            None => Ok(candidate),
+            Some(existing) => CustomerId::parse(&existing)
+                .map_err(|error| StoreError::Corrupt(format!("customer of identity: {error}"))),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let pong: String = self
+            .bounded("ping", redis::cmd("PING").query_async(&mut conn))
+            .await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(format!("redis answered {pong:?} to PING")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use omnigate_connectors::model::{ConversationId, Identity, IdentityKind};
+
+    use super::*;
+
+    fn settings() -> RedisSettings {
+        RedisSettings {
+            url: "redis://127.0.0.1:1/0".to_owned(),
+            key_prefix: "t:".to_owned(),
+            connect_timeout: Duration::from_millis(100),
+            command_timeout: Duration::from_millis(100),
+            conversation_ttl_secs: 0,
+            identity_ttl_secs: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_is_a_configuration_error() {
+        let error = RedisStore::connect(RedisSettings {
+            url: "not a url".to_owned(),
+            ..settings()
+        })
+        .await
+        .expect_err("malformed url");
+        assert!(matches!(error, StoreError::Misconfigured(_)), "{error:?}");
+    }
+
+    #[test]
+    fn script_errors_marked_corrupt_are_corrupt_and_io_errors_are_unavailable() {
+        let corrupt = RedisError::from((ErrorKind::ResponseError, "script", "OGCORRUPT bad".to_owned()));
+        assert!(matches!(classify("append", &corrupt), StoreError::Corrupt(_)));
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(classify("append", &io), StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn the_body_the_script_completes_decodes_as_a_stored_event() {
+        let kind = EventKind::Queued {
+            queue: "general".to_owned(),
+        };
+        let body = serde_json::to_string(&EventBody {
+            at_ms: 7,
+            actor: &Actor::System,
+            kind: &kind,
+        })
+        .unwrap();
+        let raw = format!("{{\"seq\":3,\"customer_seq\":null,{}", &body[1..]);
+        let event = decode_event(&raw).unwrap();
+        assert_eq!((event.seq, event.customer_seq, event.at_ms), (3, None, 7));
+        assert_eq!(event.kind, kind);
+    }
+
+    #[test]
+    fn keys_share_a_hash_tag_per_conversation_and_name_the_identity_kind() {
+        let id = ConversationId::parse("c_1").unwrap();
+        assert_eq!(conversation_key("t:", &id, "log"), "t:conv:{c_1}:log");
+        assert_eq!(conversation_key("t:", &id, "cidx"), "t:conv:{c_1}:cidx");
+        let identity = Identity {
+            kind: IdentityKind::WechatOpenId,
+            value: "o-1".to_owned(),
+            verified: false,
+        };
+        assert_eq!(identity_key("og:", &identity), "og:ident:wechat_open_id:o-1");
+    }
+}
