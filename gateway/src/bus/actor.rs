@@ -379,7 +379,15 @@ impl BusActor {
             kind,
             idempotency_key,
         };
-        let appended = self.store.append(id, event).await.map_err(unavailable)?;
+        let mut appended = self.store.append(id, event).await.map_err(unavailable)?;
+        // A duplicate past what the bus has seen was stored by an attempt that timed out after the store
+        // applied it (e.g. a paused Redis that ran its queued scripts later): nobody was told of it yet, so
+        // it counts as new here: it is published and its sender's side effects (routing, reopen) happen.
+        if let Appended::Duplicate(event) = &appended {
+            if self.conversations.get(id).is_some_and(|c| event.seq > c.last_seq) {
+                appended = Appended::New(event.clone());
+            }
+        }
         if let Appended::New(event) = &appended {
             metrics::event_appended();
             if let Some(conv) = self.conversations.get_mut(id) {
