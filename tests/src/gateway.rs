@@ -1,10 +1,16 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use omnigate_config::{AgentConfig, Config};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use omnigate_config::{AgentConfig, Config, StoreBackend};
 use omnigate_gateway::shutdown::Shutdown;
 use omnigate_gateway::Gateway;
 use tokio::task::JoinHandle;
+
+use crate::RedisServer;
+
+static NEXT_PREFIX: AtomicU64 = AtomicU64::new(0);
 
 /// A gateway running in this process on free loopback ports, with the demo configuration unless changed.
 pub struct TestGateway {
@@ -46,6 +52,21 @@ impl TestGateway {
     /// Starts with the demo configuration.
     pub async fn spawn() -> TestGateway {
         TestGateway::spawn_with(|_| {}).await
+    }
+
+    /// Starts on the Redis backend against `redis`, under a key prefix of its own, with a 300 ms command
+    /// timeout so fault tests run quickly; `change` may alter the configuration further.
+    pub async fn spawn_with_redis(redis: &RedisServer, change: impl FnOnce(&mut Config)) -> TestGateway {
+        let n = NEXT_PREFIX.fetch_add(1, Ordering::Relaxed);
+        let url = redis.url();
+        TestGateway::spawn_with(move |config| {
+            config.store.backend = StoreBackend::Redis;
+            config.store.redis_url = url;
+            config.store.key_prefix = format!("t{}-{n}:", std::process::id());
+            config.store.command_timeout_ms = 300;
+            change(config);
+        })
+        .await
     }
 
     /// Starts with the demo configuration changed by `change`.

@@ -7,14 +7,17 @@
 //! - `gateway.rs`: [`TestGateway`]
 //! - `client.rs`: [`WsClient`], [`Customer`], [`Agent`]
 //! - `http.rs`: [`http_request`]
+//! - `redis.rs`: [`RedisServer`], a `redis-server` of the test's own
 
 mod client;
 mod gateway;
 mod http;
+mod redis;
 
 pub use client::{Agent, Customer, WsClient, RECV_TIMEOUT};
 pub use gateway::{agents, test_config, TestGateway};
 pub use http::{http_request, HttpResponse};
+pub use redis::RedisServer;
 
 /// Waits until `$cond` holds, polling every 10 ms, failing after 10 s. Never a fixed sleep.
 #[macro_export]

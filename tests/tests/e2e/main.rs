@@ -7,4 +7,6 @@ mod bad_input;
 mod conversation;
 mod delivery;
 mod parallel;
+mod redis;
 mod routing;
+mod store_conformance;
