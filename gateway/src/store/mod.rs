@@ -16,6 +16,15 @@ mod redis;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testsuite;
 
+/// The Redis backend's Lua scripts, so a benchmark can run the same commands on a bare client.
+#[cfg(feature = "test-util")]
+pub mod redis_scripts {
+    /// The append script (see `docs/redis.md`).
+    pub const APPEND_LUA: &str = super::redis::APPEND_LUA;
+    /// The page script (see `docs/redis.md`).
+    pub const PAGE_LUA: &str = super::redis::PAGE_LUA;
+}
+
 use async_trait::async_trait;
 use omnigate_connectors::model::{Channel, ConversationId, CustomerId, Identity};
 use serde::{Deserialize, Serialize};

@@ -25,8 +25,9 @@ const CORRUPT_MARKER: &str = "OGCORRUPT";
 
 /// Appends one event. KEYS: log, customer index, idempotency hash. ARGV: idempotency key (empty for none),
 /// `1` when the customer sees the event, the event's JSON after its numbering (without the opening brace),
-/// TTL in seconds (0 keeps the keys). Returns `{1, event}` for a new event, `{0, original}` for a duplicate.
-const APPEND_LUA: &str = r#"
+/// TTL in seconds (0 keeps the keys). Returns `{1, seq, customer_seq or 0, ''}` for a new event (the caller
+/// has the rest of it) and `{0, 0, 0, original}` for a duplicate.
+pub(crate) const APPEND_LUA: &str = r#"
 local key = ARGV[1]
 if key ~= '' then
   local seen = redis.call('HGET', KEYS[3], key)
@@ -35,16 +36,18 @@ if key ~= '' then
     if not original then
       return redis.error_reply('OGCORRUPT idempotency key points at missing seq ' .. seen)
     end
-    return {0, original}
+    return {0, 0, 0, original}
   end
 end
 local seq = redis.call('LLEN', KEYS[1]) + 1
-local customer_seq = 'null'
+local customer_seq = 0
+local customer_json = 'null'
 if ARGV[2] == '1' then
   customer_seq = redis.call('ZCARD', KEYS[2]) + 1
+  customer_json = customer_seq
   redis.call('ZADD', KEYS[2], seq, seq)
 end
-local event = '{"seq":' .. seq .. ',"customer_seq":' .. customer_seq .. ',' .. ARGV[3]
+local event = '{"seq":' .. seq .. ',"customer_seq":' .. customer_json .. ',' .. ARGV[3]
 redis.call('RPUSH', KEYS[1], event)
 if key ~= '' then
   redis.call('HSET', KEYS[3], key, seq)
@@ -55,12 +58,12 @@ if ttl > 0 then
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('EXPIRE', KEYS[3], ttl)
 end
-return {1, event}
+return {1, seq, customer_seq, ''}
 "#;
 
 /// Reads a page of one view. KEYS: log, customer index. ARGV: `agent` or `customer`, position after which
 /// to read, the most events to return. Returns the view's last position followed by the events.
-const PAGE_LUA: &str = r#"
+pub(crate) const PAGE_LUA: &str = r#"
 local after = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 if ARGV[1] == 'agent' then
@@ -157,10 +160,10 @@ impl RedisStore {
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|error| StoreError::Misconfigured(format!("redis url {:?}: {error}", settings.url)))?;
         // Reconnection attempts: quick and bounded, so a restarted Redis is found again within about
-        // 200 ms; a failed round of attempts is started again by the next command.
+        // 200 ms; a failed round of attempts is started again by the next command. No response timeout
+        // here: `bounded` puts one timer on every call, reconnection waits included.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(settings.connect_timeout)
-            .set_response_timeout(settings.command_timeout)
             .set_factor(2)
             .set_max_delay(200)
             .set_number_of_retries(3);
@@ -236,8 +239,8 @@ fn classify(what: &str, error: &RedisError) -> StoreError {
     }
 }
 
-fn decode_event(raw: &str) -> Result<StoredEvent, StoreError> {
-    serde_json::from_str(raw).map_err(|error| StoreError::Corrupt(format!("stored event: {error}")))
+fn decode_event(raw: &[u8]) -> Result<StoredEvent, StoreError> {
+    serde_json::from_slice(raw).map_err(|error| StoreError::Corrupt(format!("stored event: {error}")))
 }
 
 #[async_trait]
@@ -260,13 +263,19 @@ impl ContextStore for RedisStore {
             .arg(body)
             .arg(self.settings.conversation_ttl_secs);
         let mut conn = self.conn.clone();
-        let (new, raw): (u8, String) = self.bounded("append", invocation.invoke_async(&mut conn)).await?;
-        let stored = decode_event(&raw)?;
-        Ok(if new == 1 {
-            Appended::New(stored)
-        } else {
-            Appended::Duplicate(stored)
-        })
+        let (new, seq, customer_seq, original): (u8, u64, u64, Vec<u8>) =
+            self.bounded("append", invocation.invoke_async(&mut conn)).await?;
+        if new == 0 {
+            return Ok(Appended::Duplicate(decode_event(&original)?));
+        }
+        // The hot path: the script returns only the numbers, the rest is what was sent.
+        Ok(Appended::New(StoredEvent {
+            seq,
+            customer_seq: (customer_seq > 0).then_some(customer_seq),
+            at_ms: event.at_ms,
+            actor: event.actor,
+            kind: event.kind,
+        }))
     }
 
     async fn events_after(
@@ -287,11 +296,11 @@ impl ContextStore for RedisStore {
             .arg(after)
             .arg(limit.min(MAX_PAGE));
         let mut conn = self.conn.clone();
-        let raw: Vec<String> = self.bounded("page", invocation.invoke_async(&mut conn)).await?;
+        let raw: Vec<Vec<u8>> = self.bounded("page", invocation.invoke_async(&mut conn)).await?;
         let mut raw = raw.into_iter();
         let last = raw
             .next()
-            .and_then(|last| last.parse::<u64>().ok())
+            .and_then(|last| std::str::from_utf8(&last).ok()?.parse::<u64>().ok())
             .ok_or_else(|| StoreError::Corrupt("page without its last position".to_owned()))?;
         let events = raw.map(|e| decode_event(&e)).collect::<Result<Vec<_>, _>>()?;
         Ok(EventPage { events, last })
@@ -441,7 +450,7 @@ mod tests {
         })
         .unwrap();
         let raw = format!("{{\"seq\":3,\"customer_seq\":null,{}", &body[1..]);
-        let event = decode_event(&raw).unwrap();
+        let event = decode_event(raw.as_bytes()).unwrap();
         assert_eq!((event.seq, event.customer_seq, event.at_ms), (3, None, 7));
         assert_eq!(event.kind, kind);
     }
