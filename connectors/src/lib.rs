@@ -27,6 +27,7 @@ pub mod error;
 pub mod model;
 mod util;
 pub mod wechat;
+pub mod wecom;
 pub mod xml;
 
 pub use error::{ConnectorError, FailureReason, InboundError, SendFailure, SignatureScheme};
