@@ -25,6 +25,7 @@
 
 pub mod error;
 pub mod model;
+pub mod twilio;
 mod util;
 pub mod wechat;
 pub mod wecom;
