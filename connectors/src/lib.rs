@@ -25,6 +25,7 @@
 
 pub mod error;
 pub mod model;
+pub mod sms_cn;
 pub mod twilio;
 mod util;
 pub mod wechat;

@@ -32,7 +32,6 @@ pub(crate) fn check_size(body: &[u8], limit: usize) -> Result<(), InboundError> 
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-#[allow(dead_code)] // used by sms_cn, added next
 pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = if y >= 0 { y } else { y - 399 } / 400;
