@@ -23,6 +23,7 @@
 //!   `reorder.rs` (per-call seq buffer), `normalize.rs`
 //! - `sms_segments.rs`: GSM-7 / UCS-2 segment counting
 
+pub mod cti;
 pub mod error;
 pub mod model;
 pub mod sms_cn;
