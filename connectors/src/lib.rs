@@ -27,6 +27,7 @@ pub mod cti;
 pub mod error;
 pub mod model;
 pub mod sms_cn;
+pub mod sms_segments;
 pub mod twilio;
 mod util;
 pub mod wechat;
