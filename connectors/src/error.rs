@@ -1,3 +1,6 @@
+//! Errors of the connectors, phrased as what the caller should do: [`InboundError`] says which HTTP status to
+//! answer a provider, [`ConnectorError`] plus [`FailureReason`] say whether and why a send failed.
+
 use std::fmt;
 use std::time::Duration;
 

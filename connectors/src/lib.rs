@@ -23,6 +23,8 @@
 //!   `reorder.rs` (per-call seq buffer), `normalize.rs`
 //! - `sms_segments.rs`: GSM-7 / UCS-2 segment counting
 
+#![warn(missing_docs)]
+
 pub mod cti;
 pub mod error;
 pub mod model;
@@ -30,6 +32,8 @@ pub mod sms_cn;
 pub mod sms_segments;
 pub mod twilio;
 mod util;
+#[cfg(test)]
+mod vectors_coverage;
 pub mod wechat;
 pub mod wecom;
 pub mod xml;

@@ -10,6 +10,14 @@ use crate::error::InboundError;
 /// The only `specversion` this module reads.
 pub const SPEC_VERSION: &str = "cti-webhook/1";
 
+/// Whether a request's `Content-Type` is JSON (`application/json`, parameters such as `charset` ignored).
+pub fn is_json_content_type(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// The fields every event carries.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Envelope {
@@ -472,6 +480,16 @@ mod tests {
             (e.hangup_by.as_str(), e.cause.as_str(), e.talk_ms),
             ("customer", "normal_clearing", Some(91_000))
         );
+    }
+
+    #[test]
+    fn vector_content_type_is_json() {
+        let v = vectors();
+        for e in v["cti_webhook_proposal"]["events"].as_array().unwrap() {
+            assert!(is_json_content_type(vstr(e, &["headers", "content-type"])));
+        }
+        assert!(is_json_content_type("application/json; charset=utf-8"));
+        assert!(!is_json_content_type("text/plain"));
     }
 
     fn body(kind: &str, extra: &str) -> String {

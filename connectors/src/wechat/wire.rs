@@ -71,6 +71,35 @@ pub enum BodyFormat {
     Json,
 }
 
+impl BodyFormat {
+    /// The format a request's `Content-Type` announces (`text/xml`, `application/xml`, `application/json`,
+    /// parameters ignored); `None` when it names neither, in which case [`Fields::parse`] sniffs the body.
+    pub fn from_content_type(content_type: &str) -> Option<Self> {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "text/xml" | "application/xml" => Some(Self::Xml),
+            "application/json" | "text/json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    /// The `Content-Type` of a reply in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Xml => "text/xml; charset=utf-8",
+            Self::Json => "application/json; charset=utf-8",
+        }
+    }
+}
+
+/// The `Content-Type` of the URL-check answer (the bare `echostr`) and of the `success` acknowledgement.
+pub const PLAIN_CONTENT_TYPE: &str = "text/plain";
+
 /// A pushed body flattened to `field → text`, whatever its format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fields {
@@ -496,6 +525,23 @@ mod tests {
         assert_eq!(q.openid.as_deref(), Some("oGw_user_openid_000000000001"));
         assert!(q.is_encrypted());
         assert!(!CallbackQuery::parse("encrypt_type=raw").is_encrypted());
+    }
+
+    #[test]
+    fn content_types_of_the_vectors() {
+        let v = vectors();
+        let g = &v["wechat"]["gateway_url_verification"]["expected_response"];
+        assert_eq!(vstr(g, &["content_type"]), PLAIN_CONTENT_TYPE);
+        let req = &v["wechat"]["gateway_vectors"]["safe_mode_inbound_text"]["request"];
+        assert_eq!(vstr(req, &["method"]), "POST");
+        let format = BodyFormat::from_content_type(vstr(req, &["content_type"])).unwrap();
+        assert_eq!(format, BodyFormat::Xml);
+        assert!(format.content_type().starts_with("text/xml"));
+        assert_eq!(
+            BodyFormat::from_content_type("application/json; charset=utf-8"),
+            Some(BodyFormat::Json)
+        );
+        assert_eq!(BodyFormat::from_content_type("text/html"), None);
     }
 
     #[test]
