@@ -176,6 +176,13 @@ mod tests {
     }
 
     #[test]
+    fn refuses_entity_declarations_outside_a_doctype() {
+        assert!(parse_flat(br#"<xml><!ENTITY x "y"><A>&x;</A></xml>"#, LIMIT).is_err());
+        assert!(parse_flat(b"<xml><A>&#x26;&#38;</A></xml>", LIMIT).is_ok_and(|d| d.get("A") == Some("&&")));
+        assert!(parse_flat(b"<xml><A>a & b</A></xml>", LIMIT).is_err());
+    }
+
+    #[test]
     fn refuses_undeclared_entities_and_processing_instructions() {
         assert!(matches!(
             parse_flat(b"<xml><A>&lol;</A></xml>", LIMIT),

@@ -71,8 +71,24 @@ pub struct TencentReply {
     /// The text.
     #[serde(default)]
     pub text: String,
-    /// Unix seconds.
+    /// Unix seconds (a number in the docs; a numeric string is accepted too).
+    #[serde(deserialize_with = "int_or_numeric_string")]
     pub time: i64,
+}
+
+fn int_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| serde::de::Error::custom("time is not an integer")),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom("time is not an integer")),
+        other => Err(serde::de::Error::custom(format!(
+            "time must be an integer, got {other}"
+        ))),
+    }
 }
 
 fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -164,6 +180,10 @@ mod tests {
         .unwrap();
         assert!(reports[0].delivered());
         assert!(parse_tencent_reply(b"[]", 4096).is_err());
+        let string_time =
+            parse_tencent_reply(br#"{"mobile":"13800138000","time":"1457336869"}"#, 4096).unwrap();
+        assert_eq!(string_time.time, 1_457_336_869);
+        assert!(parse_tencent_reply(br#"{"mobile":"13800138000","time":"soon"}"#, 4096).is_err());
     }
 
     #[test]

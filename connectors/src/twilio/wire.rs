@@ -361,6 +361,20 @@ mod tests {
     use super::*;
     use crate::error::ConnectorError;
     use crate::util::{vectors, vstr};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn serialized_forms_parse_back_in_order_with_repeats(pairs in proptest::collection::vec(("\\PC{0,8}", "\\PC{0,16}"), 0..10)) {
+            let mut s = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &pairs {
+                s.append_pair(k, v);
+            }
+            let parsed = Form::parse(s.finish().as_bytes()).unwrap();
+
+            prop_assert_eq!(parsed.0, pairs);
+        }
+    }
 
     #[test]
     fn raw_form_body_parses_to_the_vector_params() {

@@ -140,6 +140,23 @@ mod tests {
     use super::*;
     use crate::model::ReplyCapability;
     use crate::wechat::wire::Fields;
+    use crate::xml::cdata;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn text_round_trips_and_keys_follow_msg_id(text in "[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\u{fffe}\\u{ffff}]{0,200}", id in any::<u64>(), ts in 0i64..4_000_000_000) {
+            let xml = format!(
+                "<xml><ToUserName>gh_a</ToUserName><FromUserName>o1</FromUserName><CreateTime>{}</CreateTime><MsgType>text</MsgType><Content>{}</Content><MsgId>{}</MsgId></xml>",
+                ts, cdata(&text), id
+            );
+            let m = PushMessage::from_fields(&Fields::parse(xml.as_bytes(), 1 << 20).unwrap()).unwrap();
+            let inbound = to_inbound(&m, &xml, 0, &WindowPolicy::default());
+            prop_assert_eq!(inbound.content, Content::Text { text });
+            prop_assert_eq!(inbound.dedupe_key, format!("wechat_oa:gh_a:msg:{}", id));
+            prop_assert_eq!(inbound.provider_time_ms, Some(ts as u64 * 1000));
+        }
+    }
 
     fn msg(inner: &str) -> PushMessage {
         let xml = format!(
