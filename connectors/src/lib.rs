@@ -19,9 +19,22 @@
 //! - `twilio/`: `signature.rs` (`X-Twilio-Signature`), `wire.rs` (forms, status callbacks, Messages API),
 //!   `normalize.rs`
 //! - `sms_cn/`: Aliyun and Tencent SMS uplinks: `wire.rs`, `normalize.rs`
-//! - `cti/`: the signed `cti-webhook/1`: `signature.rs` (Standard Webhooks), `wire.rs` (typed events),
-//!   `reorder.rs` (per-call seq buffer), `normalize.rs`
+//! - `cti/`: the signed `cti-webhook/1`: `signature.rs` (Standard Webhooks), `wire.rs` (typed events and the
+//!   outbound "connect agent" body), `reorder.rs` (per-call seq buffer), `dedupe.rs` (`webhook-id`),
+//!   `normalize.rs`
 //! - `sms_segments.rs`: GSM-7 / UCS-2 segment counting
+//! - `vectors_coverage.rs` (tests only): fails when a vector group of `vectors.json` has no test
+//!
+//! Choices where PROTOCOLS.md leaves room or the vectors differ from its tables:
+//! - signature failures answer 403 for WeChat, WeCom and Twilio (as the gateway vector says) and 401 for the CTI
+//!   webhook (§3.6); see [`InboundError::http_status`];
+//! - `call.answered` accepts a missing `answered_by` (the signed vector has none) and reads it as `agent` when an
+//!   `agent_id` is present;
+//! - an MMS becomes one message per part (text, then each media item, keys `…:media:<i>`), since the model holds
+//!   one content per message;
+//! - SMS senders are not marked `verified` (sender ids can be spoofed); WeChat OpenIDs and WeCom external ids are;
+//! - the Tencent dedupe key is the hex SHA-256 of `mobile \n time \n text`; an Aliyun batch with some
+//!   unparseable numbers is still accepted, the refused items reported apart so the whole batch is not retried.
 
 #![warn(missing_docs)]
 

@@ -1,14 +1,14 @@
 //! `webhook-id` idempotency: a duplicate delivery is answered 200 without reprocessing (PROTOCOLS.md §3.6).
 //! The gateway keeps the durable record; this is the pure policy it applies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 /// Ids seen within a retention window (at least 24 h, longer than the sender's retry horizon).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeenIds {
     retention_ms: u64,
     expires: HashMap<String, u64>,
-    by_expiry: BTreeMap<(u64, String), ()>,
+    by_expiry: BTreeSet<(u64, String)>,
 }
 
 impl SeenIds {
@@ -28,19 +28,20 @@ impl SeenIds {
         }
         let expiry = now_ms.saturating_add(self.retention_ms);
         self.expires.insert(id.to_owned(), expiry);
-        self.by_expiry.insert((expiry, id.to_owned()), ());
+        self.by_expiry.insert((expiry, id.to_owned()));
         true
     }
 
     /// Forgets ids older than the retention.
     pub fn purge(&mut self, now_ms: u64) {
-        while let Some(((expiry, id), ())) = self.by_expiry.first_key_value() {
-            if *expiry > now_ms {
-                break;
+        while self
+            .by_expiry
+            .first()
+            .is_some_and(|(expiry, _)| *expiry <= now_ms)
+        {
+            if let Some((_, id)) = self.by_expiry.pop_first() {
+                self.expires.remove(&id);
             }
-            let id = id.clone();
-            self.by_expiry.pop_first();
-            self.expires.remove(&id);
         }
     }
 

@@ -106,6 +106,9 @@ pub fn pkcs7_unpad(data: &[u8]) -> Result<&[u8], InboundError> {
 /// Builds FullStr for `msg` and `receive_id`, pads it and encrypts it; returns the base64 `Encrypt` value.
 ///
 /// `random16` must be fresh random bytes for every message in production; tests fix it.
+///
+/// # Panics
+/// When `msg` is 4 GiB or longer (its length must fit the u32 field).
 pub fn encrypt(key: &AesKey, random16: &[u8; 16], msg: &[u8], receive_id: &str) -> String {
     let mut buf = full_str(random16, msg, receive_id);
     pkcs7_pad(&mut buf);

@@ -160,14 +160,6 @@ impl KfMessage {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    errcode: i64,
-    #[serde(default)]
-    errmsg: String,
-}
-
 /// Reads a `kf/sync_msg` response.
 ///
 /// # Errors
@@ -177,10 +169,9 @@ pub fn parse_sync_response(http_status: u16, body: &[u8]) -> Result<SyncMsgRespo
     serde_json::from_slice(body).map_err(SendFailure::malformed)
 }
 
+/// WeCom shares the Official Account's error codes and HTTP handling.
 fn check(http_status: u16, body: &[u8]) -> Result<(), SendFailure> {
-    crate::wechat::api::parse_send_response(http_status, body)?;
-    let env: Envelope = serde_json::from_slice(body).map_err(SendFailure::malformed)?;
-    crate::wechat::api::classify_errcode(env.errcode, &env.errmsg)
+    crate::wechat::api::parse_send_response(http_status, body)
 }
 
 /// Why a `send_msg` body could not be built.
