@@ -24,6 +24,9 @@ pub enum Offer<T> {
 }
 
 /// The ordering state of one call.
+///
+/// The gap deadline is set when the first event is held back and is not pushed out by later ones, so it bounds
+/// how long the oldest held event waits; after a release, events still held behind a new gap get a fresh one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallSequencer<T> {
     last_applied: u64,
