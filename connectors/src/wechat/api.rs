@@ -1,5 +1,6 @@
-//! The customer-service send API and access_token handling (PROTOCOLS.md §1.7, §1.8), as pure request builders
-//! and response classifiers. The HTTP client and the single token owner live in the gateway.
+//! The customer-service send API, media download / upload and access_token handling (PROTOCOLS.md §1.7, §1.8),
+//! as pure request builders and response classifiers. The HTTP client and the single token owner live in the
+//! gateway.
 
 use std::time::Duration;
 
@@ -60,7 +61,9 @@ pub fn classify_errcode(errcode: i64, errmsg: &str) -> Result<(), SendFailure> {
         43004 => reject(FailureReason::RecipientOptedOut),
         40003 | 95001 => reject(FailureReason::InvalidRecipient),
         95018 => reject(FailureReason::WindowClosed),
-        40007 | 44002 | 45002 | 40008 | 40058 => reject(FailureReason::ContentRejected),
+        40004 | 40005 | 40006 | 40007 | 44002 | 45002 | 40008 | 40058 => {
+            reject(FailureReason::ContentRejected)
+        }
         40013 | 40125 | 40164 | 48001 => reject(FailureReason::Misconfigured),
         _ => reject(FailureReason::Other),
     }
@@ -86,6 +89,69 @@ pub fn parse_send_response(http_status: u16, body: &[u8]) -> Result<(), SendFail
     }
     let parsed: ErrBody = serde_json::from_slice(body).map_err(SendFailure::malformed)?;
     classify_errcode(parsed.errcode, &parsed.errmsg)
+}
+
+/// Path of the temporary-media download API (`?access_token=…&media_id=…`), used to fetch inbound media on
+/// demand.
+pub const MEDIA_GET_PATH: &str = "/cgi-bin/media/get";
+/// Path of the temporary-media upload API (`?access_token=…&type=image`, multipart field `media`).
+pub const MEDIA_UPLOAD_PATH: &str = "/cgi-bin/media/upload";
+
+/// The query of a media download (without the access token, which the token owner appends).
+pub fn media_get_query(media_id: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("media_id", media_id)
+        .finish()
+}
+
+/// Reads a media download. WeChat answers errors as JSON with status 200, so a JSON (or text) content type is an
+/// error body, anything else is the file.
+///
+/// # Errors
+/// The classified [`SendFailure`] (token codes → refresh and retry once; 40007 invalid media id → content
+/// rejected).
+pub fn parse_media_response(http_status: u16, content_type: &str, body: &[u8]) -> Result<(), SendFailure> {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if matches!(essence.as_str(), "application/json" | "text/plain" | "text/json") {
+        parse_send_response(http_status, body)?;
+        return Err(SendFailure::malformed(
+            "media download answered json without an error code",
+        ));
+    }
+    if !(200..300).contains(&http_status) {
+        return parse_send_response(http_status, body);
+    }
+    if body.is_empty() {
+        return Err(SendFailure::malformed("empty media body"));
+    }
+    Ok(())
+}
+
+/// An uploaded temporary media.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UploadedMedia {
+    /// `image`, `voice`, `video` or `thumb`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Use it in a customer-service message within 3 days.
+    pub media_id: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created_at: i64,
+}
+
+/// Reads a media upload response.
+///
+/// # Errors
+/// The classified [`SendFailure`].
+pub fn parse_upload_response(http_status: u16, body: &[u8]) -> Result<UploadedMedia, SendFailure> {
+    parse_send_response(http_status, body)?;
+    serde_json::from_slice(body).map_err(SendFailure::malformed)
 }
 
 /// A fetched access_token.
@@ -264,6 +330,52 @@ mod tests {
             classify_errcode(99999, "").unwrap_err().reason,
             FailureReason::Other
         );
+    }
+
+    #[test]
+    fn media_download_errors_come_as_json_with_status_200() {
+        assert_eq!(media_get_query("M 1+2"), "media_id=M+1%2B2");
+        assert_eq!(parse_media_response(200, "image/jpeg", b"\xff\xd8"), Ok(()));
+        let expired = parse_media_response(
+            200,
+            "application/json; charset=utf-8",
+            br#"{"errcode":42001,"errmsg":"x"}"#,
+        )
+        .unwrap_err();
+        assert!(expired.reason.refresh_token_and_retry());
+        let bad_id = parse_media_response(
+            200,
+            "text/plain",
+            br#"{"errcode":40007,"errmsg":"invalid media_id"}"#,
+        );
+        assert_eq!(bad_id.unwrap_err().reason, FailureReason::ContentRejected);
+        assert!(parse_media_response(200, "application/json", br#"{"errcode":0}"#).is_err());
+        assert!(parse_media_response(502, "text/html", b"bad gateway")
+            .unwrap_err()
+            .error
+            .is_retryable());
+        assert!(parse_media_response(200, "image/png", b"").is_err());
+    }
+
+    #[test]
+    fn media_upload_response_parses() {
+        let up = parse_upload_response(
+            200,
+            br#"{"type":"image","media_id":"MID","created_at":1700000000}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            up,
+            UploadedMedia {
+                kind: "image".into(),
+                media_id: "MID".into(),
+                created_at: 1_700_000_000
+            }
+        );
+        let err =
+            parse_upload_response(200, br#"{"errcode":40004,"errmsg":"invalid media type"}"#).unwrap_err();
+        assert_eq!(err.reason, FailureReason::ContentRejected);
+        assert!(parse_upload_response(200, br#"{"errcode":0}"#).is_err());
     }
 
     #[test]
