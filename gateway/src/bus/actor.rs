@@ -65,6 +65,8 @@ pub(super) struct BusActor {
     pub(super) customers: HashMap<CustomerId, CustomerEntry>,
     pub(super) conversations: HashMap<ConversationId, Conversation>,
     pub(super) queued: BTreeSet<ConversationId>,
+    /// Conversations not closed, for the gauge.
+    open_conversations: usize,
 }
 
 pub(super) fn unavailable(error: impl std::fmt::Display) -> BusError {
@@ -117,6 +119,7 @@ impl BusActor {
             customers: HashMap::new(),
             conversations: HashMap::new(),
             queued: BTreeSet::new(),
+            open_conversations: 0,
         }
     }
 
@@ -556,7 +559,8 @@ impl BusActor {
             return Err(error);
         }
         self.save(&id).await;
-        metrics::conversations_open(self.conversations.values().filter(|c| c.is_open()).count());
+        self.open_conversations += 1;
+        metrics::conversations_open(self.open_conversations);
         Ok(id)
     }
 
@@ -565,6 +569,8 @@ impl BusActor {
             conv.record.status = ConversationStatus::New;
             conv.record.closed_at_ms = None;
         }
+        self.open_conversations += 1;
+        metrics::conversations_open(self.open_conversations);
         self.append(id, actor, EventKind::Reopened, None).await?;
         self.enqueue(id).await;
         Ok(())
@@ -866,7 +872,8 @@ impl BusActor {
         self.save(&id).await;
         self.route_checked(Event::TaskCompleted(TaskId(id.to_string())))
             .await?;
-        metrics::conversations_open(self.conversations.values().filter(|c| c.is_open()).count());
+        self.open_conversations = self.open_conversations.saturating_sub(1);
+        metrics::conversations_open(self.open_conversations);
         Ok(json!({"conversation_id": id}))
     }
 

@@ -140,3 +140,44 @@ async fn an_agent_that_drops_keeps_its_conversation_within_the_grace_window() {
     let mut b = Agent::online(&gateway, "agent-1").await;
     assert_eq!(b.next_offer().await, conversation);
 }
+
+#[tokio::test]
+async fn a_transfer_to_a_queue_keeps_the_conversation_and_offers_it_there() {
+    let gateway = TestGateway::spawn().await;
+    let mut chen = Agent::online(&gateway, "chen").await;
+    let mut customer = Customer::start(&gateway).await;
+    let conversation = customer
+        .say(None, "c-1", "my credit card was charged twice")
+        .await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(chen.take_next().await, conversation);
+    // The cards queue needs the `cards` skill, which Chen lacks and Sam has.
+    let mut sam = Agent::online(&gateway, "sam").await;
+    chen.request(
+        "conversation.transfer",
+        json!({"conversation_id": conversation, "to_queue": "cards", "reason": "card dispute"}),
+    )
+    .await;
+    assert_eq!(sam.take_next().await, conversation);
+    let transferred = sam
+        .ws
+        .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "conversation.transferred")
+        .await;
+    assert_eq!(
+        (
+            transferred["d"]["to_queue"].as_str(),
+            transferred["d"]["reason"].as_str()
+        ),
+        (Some("cards"), Some("card dispute"))
+    );
+    assert_eq!(
+        chen.request_error(
+            "conversation.transfer",
+            json!({"conversation_id": conversation, "to_queue": "nowhere"})
+        )
+        .await,
+        "not_allowed"
+    );
+}
