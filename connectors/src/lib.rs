@@ -23,6 +23,7 @@
 //!   outbound "connect agent" body), `reorder.rs` (per-call seq buffer), `dedupe.rs` (`webhook-id`),
 //!   `normalize.rs`
 //! - `sms_segments.rs`: GSM-7 / UCS-2 segment counting
+//! - `time.rs`: RFC 3339 formatting shared by the channels and the gateway
 //! - `vectors_coverage.rs` (tests only): fails when a vector group of `vectors.json` has no test
 //!
 //! Choices where PROTOCOLS.md leaves room or the vectors differ from its tables:
@@ -43,6 +44,7 @@ pub mod error;
 pub mod model;
 pub mod sms_cn;
 pub mod sms_segments;
+pub mod time;
 pub mod twilio;
 mod util;
 #[cfg(test)]

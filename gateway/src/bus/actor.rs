@@ -796,17 +796,23 @@ impl BusActor {
         Ok(json!({"state": state}))
     }
 
-    async fn accept(&mut self, agent: String, id: ConversationId) -> Result<Value, BusError> {
+    fn require_offer(&self, agent: &str, id: &ConversationId) -> Result<(), BusError> {
         let holds = self
             .conversations
-            .get(&id)
+            .get(id)
             .and_then(|c| c.offer.as_ref())
-            .is_some_and(|(a, _)| *a == agent);
-        if !holds {
-            return Err(BusError::NotAllowed(
+            .is_some_and(|(a, _)| a == agent);
+        if holds {
+            Ok(())
+        } else {
+            Err(BusError::NotAllowed(
                 "no pending offer of this conversation".to_owned(),
-            ));
+            ))
         }
+    }
+
+    async fn accept(&mut self, agent: String, id: ConversationId) -> Result<Value, BusError> {
+        self.require_offer(&agent, &id)?;
         self.route_checked(Event::OfferAccepted {
             task: TaskId(id.to_string()),
             agent: AgentId(agent),
@@ -816,16 +822,7 @@ impl BusActor {
     }
 
     async fn reject(&mut self, agent: String, id: ConversationId) -> Result<Value, BusError> {
-        let holds = self
-            .conversations
-            .get(&id)
-            .and_then(|c| c.offer.as_ref())
-            .is_some_and(|(a, _)| *a == agent);
-        if !holds {
-            return Err(BusError::NotAllowed(
-                "no pending offer of this conversation".to_owned(),
-            ));
-        }
+        self.require_offer(&agent, &id)?;
         self.withdraw_offer(&id, &agent, "rejected").await;
         self.route_checked(Event::OfferRejected {
             task: TaskId(id.to_string()),
