@@ -9,9 +9,11 @@
 //!
 //! Layout:
 //! - `model.rs`: ids, time, task and agent specs, events and decisions
-//! - `engine.rs`: the `Router` state machine
+//! - `engine.rs`: the `Router` state machine and its indexes (`engine/tests.rs`: unit tests)
+//! - `calendar.rs`: business hours and holidays
 //! - `error.rs`: `RouterError`
 
+mod calendar;
 mod engine;
 mod error;
 mod model;
