@@ -1600,4 +1600,6 @@ impl Router {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
