@@ -1,6 +1,9 @@
 //! A seeded discrete-event simulation of a contact-center shift, driven only through the router's public
 //! API. Shared by `tests/shift.rs` (fairness) and `benches/routing.rs` (CPU share).
 
+// Shared by a test and a bench; each uses part of it.
+#![allow(dead_code)]
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
