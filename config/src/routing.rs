@@ -418,6 +418,15 @@ mod tests {
     }
 
     #[test]
+    fn shipped_demo_routing_is_valid() {
+        let config = crate::load(None, &BTreeMap::new()).expect("demo config");
+        let mut problems = Vec::new();
+        config.routing.validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(config.routing.queues[1].steps.len(), 3);
+    }
+
+    #[test]
     fn routing_validate_reports_bad_workflows() {
         let mut routing = Routing::default();
         let mut queue = QueueConfig::named("cards");
