@@ -83,6 +83,7 @@ struct Queue {
     waiting: usize,
     last_offer_at: Option<Millis>,
     offer_interval_ms: Option<f64>,
+    changed: bool,
 }
 
 #[derive(Debug)]
@@ -211,6 +212,8 @@ pub struct Router {
     dirty_tasks: Vec<TaskUid>,
     explain: bool,
     explanations: Vec<Explanation>,
+    /// Queues whose waiting order changed since the last `take_changed_queues`.
+    changed: Vec<usize>,
 }
 
 fn meets(skills: &[u8], req: &[(u16, u8)]) -> bool {
@@ -288,6 +291,7 @@ impl Router {
             dirty_tasks: Vec::new(),
             explain: false,
             explanations: Vec::new(),
+            changed: Vec::new(),
         };
         for q in &config.queues {
             let mut skills: Vec<(u16, u8)> = q
@@ -340,6 +344,7 @@ impl Router {
                 waiting: 0,
                 last_offer_at: None,
                 offer_interval_ms: None,
+                changed: false,
             });
         }
         Ok(router)
@@ -428,6 +433,19 @@ impl Router {
                 })
             })
             .collect())
+    }
+
+    /// Names of the queues whose waiting tasks changed (one arrived, left, or moved) since the last call:
+    /// the queues whose positions and estimated waits the gateway should push to customers again.
+    pub fn take_changed_queues(&mut self) -> Vec<String> {
+        let changed = mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .map(|q| {
+                self.queues[q].changed = false;
+                self.queues[q].name.clone()
+            })
+            .collect()
     }
 
     /// The agent a task is assigned to, if it is.
@@ -942,6 +960,7 @@ impl Router {
             let queue = t.queue;
             self.buckets[bucket].tasks.remove(&key);
             self.queues[queue].waiting -= 1;
+            self.mark_changed(queue);
         }
         if let Some(at) = self.task(uid).wake_at.take() {
             self.unschedule(at, Timer::Wake(uid));
@@ -986,6 +1005,7 @@ impl Router {
         };
         self.buckets[bucket].tasks.insert(key);
         self.queues[queue].waiting += 1;
+        self.mark_changed(queue);
         let wake = self.next_wake(now, &self.tasks[&uid]);
         let t = self.task(uid);
         t.status = Status::Waiting { bucket, key };
@@ -994,6 +1014,13 @@ impl Router {
             self.schedule(at, Timer::Wake(uid));
         }
         self.dirty_tasks.push(uid);
+    }
+
+    fn mark_changed(&mut self, q: usize) {
+        if !self.queues[q].changed {
+            self.queues[q].changed = true;
+            self.changed.push(q);
+        }
     }
 
     fn max_wait_ms(&self, t: &Task) -> u64 {

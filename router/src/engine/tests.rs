@@ -790,6 +790,11 @@ fn positions_and_estimated_waits_follow_the_queue() {
         ]
     );
     assert_eq!(r.estimated_wait(&"t3".into()), Some(20_000));
+    assert_eq!(r.take_changed_queues(), vec!["general".to_owned()]);
+    assert!(r.take_changed_queues().is_empty());
+    // An assigned task completing changes no waiting order when nothing waits for that agent.
+    accept(&mut r, 11_000, "t1", "a");
+    assert_eq!(r.take_changed_queues(), Vec::<String>::new());
     assert_eq!(r.waiting_len("general"), Some(2));
     assert!(r.waiting("nowhere").is_err());
 }
