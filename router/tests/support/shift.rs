@@ -168,7 +168,9 @@ pub(crate) fn run(cfg: &ShiftConfig) -> ShiftReport {
         events.push(Reverse((at, seq, sim)));
     };
     let mean_gap_ms = 1000.0 / cfg.arrivals_per_sec;
-    push(&mut events, rng.exp(mean_gap_ms) as u64, Sim::Arrive);
+    // Arrivals follow their own fractional clock so rates above 1,000/s keep their spacing.
+    let mut arrival_clock = rng.exp(mean_gap_ms);
+    push(&mut events, arrival_clock as u64, Sim::Arrive);
     let mut next_task = 0u64;
     let mut arrived_at: HashMap<u64, u64> = HashMap::new();
     let mut handle_ms: HashMap<u64, u64> = HashMap::new();
@@ -186,11 +188,8 @@ pub(crate) fn run(cfg: &ShiftConfig) -> ShiftReport {
                 let event = match sim {
                     Sim::Arrive => {
                         if now < cfg.duration_ms {
-                            push(
-                                &mut events,
-                                now + rng.exp(mean_gap_ms).max(1.0) as u64,
-                                Sim::Arrive,
-                            );
+                            arrival_clock += rng.exp(mean_gap_ms);
+                            push(&mut events, arrival_clock as u64, Sim::Arrive);
                         } else {
                             continue;
                         }
