@@ -200,7 +200,8 @@ pub struct Router {
     queues: Vec<Queue>,
     queue_ix: HashMap<String, usize>,
     buckets: Vec<Bucket>,
-    bucket_ix: HashMap<(usize, Media, Req), usize>,
+    /// Buckets by (queue, media); the few of each are told apart by their requirement.
+    bucket_ix: HashMap<(usize, Media), Vec<usize>>,
     agents: Vec<Agent>,
     agent_ix: HashMap<AgentId, AgentIx>,
     tasks: HashMap<TaskUid, Task>,
@@ -214,6 +215,8 @@ pub struct Router {
     explanations: Vec<Explanation>,
     /// Queues whose waiting order changed since the last `take_changed_queues`.
     changed: Vec<usize>,
+    scratch_agents: Vec<AgentIx>,
+    scratch_keys: Vec<WaitKey>,
 }
 
 fn meets(skills: &[u8], req: &[(u16, u8)]) -> bool {
@@ -292,6 +295,8 @@ impl Router {
             explain: false,
             explanations: Vec::new(),
             changed: Vec::new(),
+            scratch_agents: Vec::new(),
+            scratch_keys: Vec::new(),
         };
         for q in &config.queues {
             let mut skills: Vec<(u16, u8)> = q
@@ -988,17 +993,21 @@ impl Router {
         let key = WaitKey { tier, score, uid };
         let queue = t.queue;
         let media = t.spec.media;
-        let bucket = match self.bucket_ix.get(&(queue, media, req.clone())) {
-            Some(&b) => b,
+        let found = self
+            .bucket_ix
+            .get(&(queue, media))
+            .and_then(|list| list.iter().copied().find(|&b| self.buckets[b].req == req));
+        let bucket = match found {
+            Some(b) => b,
             None => {
                 let b = self.buckets.len();
                 self.buckets.push(Bucket {
                     queue,
                     media,
-                    req: req.clone(),
+                    req,
                     tasks: BTreeSet::new(),
                 });
-                self.bucket_ix.insert((queue, media, req), b);
+                self.bucket_ix.entry((queue, media)).or_default().push(b);
                 self.queues[queue].buckets.push(b);
                 b
             }
@@ -1523,31 +1532,33 @@ impl Router {
     /// Restores the invariant: freed agents take their best tasks, then new waiting tasks, best score first,
     /// take the best agents of their queues.
     fn settle(&mut self, now: Millis, out: &mut Vec<Decision>) {
-        loop {
-            let mut agents = mem::take(&mut self.dirty_agents);
-            let mut tasks = mem::take(&mut self.dirty_tasks);
-            if agents.is_empty() && tasks.is_empty() {
-                return;
-            }
+        // Scratch buffers are reused across events so a routine event allocates nothing here.
+        let mut agents = mem::take(&mut self.scratch_agents);
+        let mut keys = mem::take(&mut self.scratch_keys);
+        while !self.dirty_agents.is_empty() || !self.dirty_tasks.is_empty() {
+            agents.clear();
+            agents.append(&mut self.dirty_agents);
             agents.sort_unstable();
             agents.dedup();
             agents.sort_by_key(|&a| (self.agents[a as usize].idle_since, a));
-            for a in agents {
+            for &a in &agents {
                 self.drain(now, a, out);
             }
-            let mut keys: Vec<WaitKey> = tasks
-                .drain(..)
-                .filter_map(|uid| match self.tasks.get(&uid)?.status {
-                    Status::Waiting { key, .. } => Some(key),
-                    _ => None,
-                })
-                .collect();
+            keys.clear();
+            for uid in &self.dirty_tasks {
+                if let Some(Status::Waiting { key, .. }) = self.tasks.get(uid).map(|t| &t.status) {
+                    keys.push(*key);
+                }
+            }
+            self.dirty_tasks.clear();
             keys.sort_unstable();
             keys.dedup();
-            for key in keys {
+            for &key in &keys {
                 self.place(now, key.uid, out);
             }
         }
+        self.scratch_agents = agents;
+        self.scratch_keys = keys;
     }
 
     /// An agent with room takes its best-scored eligible waiting tasks, one at a time.
