@@ -733,6 +733,9 @@ impl Router {
                     self.unschedule(at, Timer::NoReply(uid));
                 }
                 if self.wrap_up_ms > 0 {
+                    // The slot stays held, but the task is no longer the agent's conversation (nothing to
+                    // re-queue if its socket drops).
+                    self.agents[agent as usize].assigned.retain(|o| *o != uid);
                     let until = now.plus_ms(self.wrap_up_ms);
                     self.task(uid).status = Status::WrapUp { agent, until };
                     self.schedule(until, Timer::WrapUp(uid));

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use super::*;
 
 const MAX_WAIT_MS: u64 = 240_000;
+const WRAP_UP_MS: u64 = 15_000;
 const QUEUES: [&str; 4] = ["general", "cards", "sos", "rr"];
 
 fn routing() -> Routing {
@@ -53,6 +54,7 @@ fn routing() -> Routing {
         return_to_agent_secs: 30,
         max_consecutive_misses: 2,
         max_wait_secs: MAX_WAIT_MS / 1000,
+        wrap_up_secs: WRAP_UP_MS / 1000,
         queues: vec![QueueConfig::named("general"), cards, sos, rr],
         ..Routing::default()
     }
@@ -79,6 +81,9 @@ enum Op {
     Disconnect(u8),
     TransferQueue(u8, u8),
     TransferAgent(u8, u8),
+    EndWrapUp(u8),
+    Reskill(u8, u8),
+    Reprioritize(u8, u8),
     Wait(u32),
 }
 
@@ -99,6 +104,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(Op::Disconnect),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(t, q)| Op::TransferQueue(t, q)),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(t, a)| Op::TransferAgent(t, a)),
+        1 => any::<u8>().prop_map(Op::EndWrapUp),
+        1 => (any::<u8>(), 0u8..=5).prop_map(|(a, level)| Op::Reskill(a, level)),
+        1 => (any::<u8>(), 0u8..4).prop_map(|(t, p)| Op::Reprioritize(t, p)),
         4 => (1u32..90).prop_map(Op::Wait),
     ]
 }
@@ -147,6 +155,8 @@ struct Model {
     media: HashMap<TaskId, Media>,
     /// Live tasks: enqueued time and whether they were ever offered.
     live: BTreeMap<TaskId, (Millis, bool)>,
+    /// Completed tasks whose slot is held for wrap-up: agent and the time it frees.
+    wrapping: BTreeMap<TaskId, (AgentId, Millis)>,
     ended: usize,
 }
 
@@ -165,6 +175,21 @@ impl Model {
             total <= spec.max_total,
             "agent {agent} over its global cap: {load:?}"
         );
+        Ok(())
+    }
+
+    /// Wrap-ups due by `now` free their slots (the router does so silently, before routing again).
+    fn end_wrap_ups(&mut self, now: Millis) -> Result<(), TestCaseError> {
+        let due: Vec<TaskId> = self
+            .wrapping
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for task in due {
+            let (agent, _) = self.wrapping.remove(&task).expect("listed");
+            self.add(&agent, self.media[&task], -1)?;
+        }
         Ok(())
     }
 
@@ -275,6 +300,9 @@ struct Harness {
 impl Harness {
     fn send(&mut self, event: Event) -> Result<Option<Vec<Decision>>, TestCaseError> {
         let check_inversion = !matches!(event, Event::Transfer { .. });
+        if matches!(event, Event::Tick) {
+            self.m.end_wrap_ups(self.now)?;
+        }
         match self.r.handle(self.now, event) {
             Ok(decisions) => {
                 self.m.apply(self.now, &decisions)?;
@@ -367,7 +395,9 @@ impl Harness {
                 };
                 self.m.assigned.remove(&task);
                 self.m.live.remove(&task);
-                self.m.add(&agent, self.m.media[&task], -1)?;
+                self.m
+                    .wrapping
+                    .insert(task.clone(), (agent, self.now.plus_ms(WRAP_UP_MS)));
                 let d = self.send(Event::TaskCompleted(task))?;
                 prop_assert!(d.is_some(), "an assigned task could not complete");
             }
@@ -426,6 +456,32 @@ impl Harness {
                     self.r.check_consistency(self.now).map_err(|e| fail(&e))?;
                 }
             }
+            Op::EndWrapUp(i) => {
+                let Some((task, (agent, _))) = Self::pick(self.m.wrapping.clone().into_iter(), i) else {
+                    return Ok(());
+                };
+                self.m.wrapping.remove(&task);
+                self.m.add(&agent, self.m.media[&task], -1)?;
+                let d = self.send(Event::WrapUpEnded(task))?;
+                prop_assert!(d.is_some(), "a wrap-up could not end");
+            }
+            Op::Reskill(a, level) => {
+                let agent = self.agents[usize::from(a) % self.agents.len()].clone();
+                let mut spec = self.m.specs[&agent].clone();
+                spec.skills.remove("cards");
+                if level > 0 {
+                    spec.skills.insert("cards".to_owned(), level);
+                }
+                self.m.specs.insert(agent, spec.clone());
+                let d = self.send(Event::AgentRegistered(spec))?;
+                prop_assert!(d.is_some(), "re-registration refused");
+            }
+            Op::Reprioritize(i, priority) => {
+                if let Some(task) = Self::pick(self.m.live.keys().cloned(), i) {
+                    let d = self.send(Event::PriorityChanged { task, priority })?;
+                    prop_assert!(d.is_some(), "a live task's priority could not change");
+                }
+            }
             Op::Wait(secs) => self.wait(u64::from(secs) * 1000)?,
         }
         Ok(())
@@ -469,5 +525,6 @@ proptest! {
             prop_assert_eq!(h.r.assignee(task), h.m.assigned.get(task));
         }
         prop_assert!(h.m.offers.values().all(Vec::is_empty));
+        prop_assert!(h.m.wrapping.is_empty(), "wrap-ups never ended");
     }
 }

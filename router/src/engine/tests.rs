@@ -905,3 +905,21 @@ fn bad_configuration_is_refused() {
     let call = TaskSpec::new("v".into(), "general", Media::Voice, Millis(0));
     assert_eq!(arrive(&mut r, 0, call), vec![offer("v", "a", 15_000)]);
 }
+
+#[test]
+fn a_task_in_wrap_up_is_not_requeued_when_the_socket_drops() {
+    let mut r = Router::new(&Routing {
+        wrap_up_secs: 60,
+        ..config(vec![QueueConfig::named("general")])
+    })
+    .unwrap();
+    online(&mut r, "a", 0);
+    arrive(&mut r, 0, task("t", 0));
+    accept(&mut r, 1, "t", "a");
+    r.handle(Millis(2), Event::AgentDisconnected("a".into())).unwrap();
+    r.handle(Millis(3), Event::TaskCompleted("t".into())).unwrap();
+    // Grace (60 s) and wrap-up (60 s) both lapse: the slot frees, nothing is re-queued.
+    assert_eq!(r.handle(Millis(70_000), Event::Tick).unwrap(), vec![]);
+    assert_eq!(r.next_deadline(), None);
+    r.check_consistency(Millis(70_000)).unwrap();
+}
