@@ -67,6 +67,8 @@ pub(super) struct BusActor {
     pub(super) queued: BTreeSet<ConversationId>,
     /// Conversations not closed, for the gauge.
     open_conversations: usize,
+    /// When waiting customers are next told their positions (set after a routing change).
+    pub(super) positions_due: Option<omnigate_router::Millis>,
 }
 
 pub(super) fn unavailable(error: impl std::fmt::Display) -> BusError {
@@ -120,6 +122,7 @@ impl BusActor {
             conversations: HashMap::new(),
             queued: BTreeSet::new(),
             open_conversations: 0,
+            positions_due: None,
         }
     }
 
@@ -131,7 +134,12 @@ impl BusActor {
             }
         }
         loop {
-            let deadline = self.router.next_deadline().map(|at| self.clock.instant(at));
+            let router_due = self.router.next_deadline();
+            let deadline = match (router_due, self.positions_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(|at| self.clock.instant(at));
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -144,7 +152,13 @@ impl BusActor {
                     None => break,
                 },
                 () = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } }, if deadline.is_some() => {
-                    self.route(Event::Tick).await;
+                    let now = self.clock.now();
+                    if router_due.is_some_and(|at| at <= now) {
+                        self.route(Event::Tick).await;
+                    }
+                    if self.positions_due.is_some_and(|at| at <= now) {
+                        self.push_positions();
+                    }
                 }
             }
         }
@@ -226,6 +240,13 @@ impl BusActor {
                 reply,
             } => {
                 drop(reply.send(self.transfer(agent, conversation, to, reason).await));
+            }
+            Command::WrapUpDone {
+                agent,
+                conversation,
+                reply,
+            } => {
+                drop(reply.send(self.wrap_up_done(agent, conversation).await));
             }
             Command::Conversations { who, reply } => drop(reply.send(Ok(self.summaries(&who)))),
             Command::Access {
@@ -430,7 +451,7 @@ impl BusActor {
         }
     }
 
-    async fn save(&self, id: &ConversationId) {
+    pub(super) async fn save(&self, id: &ConversationId) {
         if let Some(conv) = self.conversations.get(id) {
             if let Err(error) = self.store.save_conversation(&conv.record).await {
                 tracing::warn!(conversation_id = %id, %error, "conversation summary not saved");
@@ -588,16 +609,10 @@ impl BusActor {
             .last_agent
             .clone()
             .map(|a| (AgentId(a), now.plus_ms(self.settings.reopen_window_ms)));
-        let spec = TaskSpec {
-            id: TaskId(id.to_string()),
-            queue: queue.clone(),
-            media: media_of(conv.record.channel),
-            priority: 0,
-            skills: Default::default(),
-            attributes: Default::default(),
-            preferred_agent: preferred,
-            enqueued_at: now,
-        };
+        let mut spec = TaskSpec::new(TaskId(id.to_string()), &queue, media_of(conv.record.channel), now);
+        if let Some((agent, until)) = preferred {
+            spec = spec.with_preferred_agent(agent, until);
+        }
         self.queued.insert(id.clone());
         if let Err(error) = self
             .append(id, Actor::System, EventKind::Queued { queue }, None)
@@ -651,13 +666,29 @@ impl BusActor {
             ),
         };
         let appended = self
-            .append(&id, Actor::Agent { id: agent, name }, kind, Some(key))
+            .append(
+                &id,
+                Actor::Agent {
+                    id: agent.clone(),
+                    name,
+                },
+                kind,
+                Some(key),
+            )
             .await?;
         let duplicate = matches!(appended, Appended::Duplicate(_));
         if duplicate {
             metrics::duplicate_send();
         } else {
             metrics::message_stored(role);
+            if role == "agent" {
+                // A reply stops the router's no-response timer for this conversation.
+                self.route(Event::AgentReplied {
+                    task: TaskId(id.to_string()),
+                    agent: AgentId(agent),
+                })
+                .await;
+            }
         }
         let event = appended.event();
         let message_id = match &event.kind {
@@ -796,6 +827,23 @@ impl BusActor {
         Ok(json!({"state": state}))
     }
 
+    pub(super) fn open_conversation_closed(&mut self) {
+        self.open_conversations = self.open_conversations.saturating_sub(1);
+        metrics::conversations_open(self.open_conversations);
+    }
+
+    async fn wrap_up_done(&mut self, agent: String, id: ConversationId) -> Result<Value, BusError> {
+        let conv = self.conversations.get(&id).ok_or(BusError::NotFound)?;
+        if conv.is_open() || conv.last_agent.as_deref() != Some(agent.as_str()) {
+            return Err(BusError::NotAllowed(
+                "you are not wrapping up this conversation".to_owned(),
+            ));
+        }
+        self.route_checked(Event::WrapUpEnded(TaskId(id.to_string())))
+            .await?;
+        Ok(json!({"conversation_id": id}))
+    }
+
     fn require_offer(&self, agent: &str, id: &ConversationId) -> Result<(), BusError> {
         let holds = self
             .conversations
@@ -869,8 +917,7 @@ impl BusActor {
         self.save(&id).await;
         self.route_checked(Event::TaskCompleted(TaskId(id.to_string())))
             .await?;
-        self.open_conversations = self.open_conversations.saturating_sub(1);
-        metrics::conversations_open(self.open_conversations);
+        self.open_conversation_closed();
         Ok(json!({"conversation_id": id}))
     }
 
@@ -896,9 +943,9 @@ impl BusActor {
             }
             TransferTo::Queue(queue) => (TransferTarget::Queue(queue.clone()), None, Some(queue)),
         };
-        let decisions = self
+        let (decisions, explanations) = self
             .router
-            .handle(
+            .handle_explained(
                 self.clock.now(),
                 Event::Transfer {
                     task: TaskId(id.to_string()),
@@ -942,7 +989,7 @@ impl BusActor {
         }
         self.queued.insert(id.clone());
         self.release_agent(&agent, &id, Some("transferred"));
-        self.apply(decisions).await;
+        self.apply(decisions, explanations).await;
         self.save(&id).await;
         Ok(json!({"conversation_id": id}))
     }

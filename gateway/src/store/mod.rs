@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use omnigate_connectors::model::{Channel, ConversationId, CustomerId, Identity};
 use serde::{Deserialize, Serialize};
 
-pub use event::{Actor, EventKind, NewEvent, StoredEvent};
+pub use event::{Actor, EventKind, NewEvent, OfferExplanation, StoredEvent};
 pub use memory::MemoryStore;
 
 /// Why a store operation failed.
