@@ -160,6 +160,8 @@ impl Config {
             }
         }
 
+        self.routing.validate(&mut problems);
+
         if problems.is_empty() {
             Ok(())
         } else {
@@ -171,6 +173,25 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use crate::load_from_str;
+
+    #[test]
+    fn routing_rules_are_part_of_the_report() {
+        let toml = r#"
+mode = "development"
+[auth]
+jwt_secret = "demo-only-secret-change-me-0123456789abcdef"
+[routing]
+default_queue = "general"
+[[routing.queues]]
+name = "general"
+steps = [{ after_secs = 10, overflow = "nowhere" }, { after_secs = 5 }]
+"#;
+        let err = load_from_str(Some(toml), &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("overflow target \"nowhere\""), "{err}");
+        assert!(err.contains("strictly increasing"), "{err}");
+    }
 
     #[test]
     fn validate_reports_every_problem_at_once() {

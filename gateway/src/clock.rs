@@ -15,19 +15,7 @@ pub fn unix_ms() -> u64 {
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-23T10:00:00.123Z`.
 pub fn rfc3339(unix_ms: u64) -> String {
-    let Ok(t) = time::OffsetDateTime::from_unix_timestamp((unix_ms / 1000) as i64) else {
-        return String::new();
-    };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        unix_ms % 1000
-    )
+    omnigate_connectors::time::rfc3339_ms(unix_ms)
 }
 
 /// The monotonic clock handed to the router: milliseconds since the gateway started. Follows

@@ -34,6 +34,9 @@ pub enum RouterError {
     /// A transfer target cannot take the task now.
     #[error("agent {0} cannot take a transfer now (offline, away or at capacity)")]
     TargetUnavailable(AgentId),
+    /// The task is not in wrap-up (it completed without wrap-up, or wrap-up already ended).
+    #[error("task {0} is not in wrap-up")]
+    NotInWrapUp(TaskId),
     /// A configuration value is unusable.
     #[error("invalid routing configuration: {0}")]
     Config(String),

@@ -9,9 +9,18 @@
 //!
 //! Layout:
 //! - `model.rs`: ids, time, task and agent specs, events and decisions
-//! - `engine.rs`: the `Router` state machine
+//! - `engine.rs`: the `Router` state machine and its indexes (`engine/tests.rs`: unit tests,
+//!   `engine/proptests.rs`: property tests over random event sequences)
+//! - `calendar.rs`: business hours and holidays
 //! - `error.rs`: `RouterError`
+//! - `tests/shift.rs`: seeded 8-hour shift (fairness); `tests/bank_example.rs`: the docs' worked example
+//! - `benches/routing.rs`: criterion benchmarks (figures in `docs/performance.md`)
+//!
+//! The rules are described in `docs/routing.md`.
 
+#![warn(missing_docs)]
+
+mod calendar;
 mod engine;
 mod error;
 mod model;

@@ -44,6 +44,7 @@ pub fn agents(count: usize, capacity: u32) -> Vec<AgentConfig> {
             skills: BTreeMap::new(),
             capacity: BTreeMap::from([("web".to_owned(), capacity)]),
             max_total: capacity,
+            auto_accept: false,
         })
         .collect()
 }

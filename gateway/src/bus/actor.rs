@@ -65,6 +65,10 @@ pub(super) struct BusActor {
     pub(super) customers: HashMap<CustomerId, CustomerEntry>,
     pub(super) conversations: HashMap<ConversationId, Conversation>,
     pub(super) queued: BTreeSet<ConversationId>,
+    /// Conversations not closed, for the gauge.
+    open_conversations: usize,
+    /// When waiting customers are next told their positions (set after a routing change).
+    pub(super) positions_due: Option<omnigate_router::Millis>,
 }
 
 pub(super) fn unavailable(error: impl std::fmt::Display) -> BusError {
@@ -117,6 +121,8 @@ impl BusActor {
             customers: HashMap::new(),
             conversations: HashMap::new(),
             queued: BTreeSet::new(),
+            open_conversations: 0,
+            positions_due: None,
         }
     }
 
@@ -128,7 +134,12 @@ impl BusActor {
             }
         }
         loop {
-            let deadline = self.router.next_deadline().map(|at| self.clock.instant(at));
+            let router_due = self.router.next_deadline();
+            let deadline = match (router_due, self.positions_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(|at| self.clock.instant(at));
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -141,7 +152,13 @@ impl BusActor {
                     None => break,
                 },
                 () = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } }, if deadline.is_some() => {
-                    self.route(Event::Tick).await;
+                    let now = self.clock.now();
+                    if router_due.is_some_and(|at| at <= now) {
+                        self.route(Event::Tick).await;
+                    }
+                    if self.positions_due.is_some_and(|at| at <= now) {
+                        self.push_positions();
+                    }
                 }
             }
         }
@@ -223,6 +240,13 @@ impl BusActor {
                 reply,
             } => {
                 drop(reply.send(self.transfer(agent, conversation, to, reason).await));
+            }
+            Command::WrapUpDone {
+                agent,
+                conversation,
+                reply,
+            } => {
+                drop(reply.send(self.wrap_up_done(agent, conversation).await));
             }
             Command::Conversations { who, reply } => drop(reply.send(Ok(self.summaries(&who)))),
             Command::Access {
@@ -435,7 +459,7 @@ impl BusActor {
         }
     }
 
-    async fn save(&self, id: &ConversationId) {
+    pub(super) async fn save(&self, id: &ConversationId) {
         if let Some(conv) = self.conversations.get(id) {
             if let Err(error) = self.store.save_conversation(&conv.record).await {
                 tracing::warn!(conversation_id = %id, %error, "conversation summary not saved");
@@ -564,7 +588,8 @@ impl BusActor {
             return Err(error);
         }
         self.save(&id).await;
-        metrics::conversations_open(self.conversations.values().filter(|c| c.is_open()).count());
+        self.open_conversations += 1;
+        metrics::conversations_open(self.open_conversations);
         Ok(id)
     }
 
@@ -573,6 +598,8 @@ impl BusActor {
             conv.record.status = ConversationStatus::New;
             conv.record.closed_at_ms = None;
         }
+        self.open_conversations += 1;
+        metrics::conversations_open(self.open_conversations);
         self.append(id, actor, EventKind::Reopened, None).await?;
         self.enqueue(id).await;
         Ok(())
@@ -590,16 +617,10 @@ impl BusActor {
             .last_agent
             .clone()
             .map(|a| (AgentId(a), now.plus_ms(self.settings.reopen_window_ms)));
-        let spec = TaskSpec {
-            id: TaskId(id.to_string()),
-            queue: queue.clone(),
-            media: media_of(conv.record.channel),
-            priority: 0,
-            skills: Default::default(),
-            attributes: Default::default(),
-            preferred_agent: preferred,
-            enqueued_at: now,
-        };
+        let mut spec = TaskSpec::new(TaskId(id.to_string()), &queue, media_of(conv.record.channel), now);
+        if let Some((agent, until)) = preferred {
+            spec = spec.with_preferred_agent(agent, until);
+        }
         self.queued.insert(id.clone());
         if let Err(error) = self
             .append(id, Actor::System, EventKind::Queued { queue }, None)
@@ -653,13 +674,29 @@ impl BusActor {
             ),
         };
         let appended = self
-            .append(&id, Actor::Agent { id: agent, name }, kind, Some(key))
+            .append(
+                &id,
+                Actor::Agent {
+                    id: agent.clone(),
+                    name,
+                },
+                kind,
+                Some(key),
+            )
             .await?;
         let duplicate = matches!(appended, Appended::Duplicate(_));
         if duplicate {
             metrics::duplicate_send();
         } else {
             metrics::message_stored(role);
+            if role == "agent" {
+                // A reply stops the router's no-response timer for this conversation.
+                self.route(Event::AgentReplied {
+                    task: TaskId(id.to_string()),
+                    agent: AgentId(agent),
+                })
+                .await;
+            }
         }
         let event = appended.event();
         let message_id = match &event.kind {
@@ -798,17 +835,40 @@ impl BusActor {
         Ok(json!({"state": state}))
     }
 
-    async fn accept(&mut self, agent: String, id: ConversationId) -> Result<Value, BusError> {
-        let holds = self
-            .conversations
-            .get(&id)
-            .and_then(|c| c.offer.as_ref())
-            .is_some_and(|(a, _)| *a == agent);
-        if !holds {
+    pub(super) fn open_conversation_closed(&mut self) {
+        self.open_conversations = self.open_conversations.saturating_sub(1);
+        metrics::conversations_open(self.open_conversations);
+    }
+
+    async fn wrap_up_done(&mut self, agent: String, id: ConversationId) -> Result<Value, BusError> {
+        let conv = self.conversations.get(&id).ok_or(BusError::NotFound)?;
+        if conv.is_open() || conv.last_agent.as_deref() != Some(agent.as_str()) {
             return Err(BusError::NotAllowed(
-                "no pending offer of this conversation".to_owned(),
+                "you are not wrapping up this conversation".to_owned(),
             ));
         }
+        self.route_checked(Event::WrapUpEnded(TaskId(id.to_string())))
+            .await?;
+        Ok(json!({"conversation_id": id}))
+    }
+
+    fn require_offer(&self, agent: &str, id: &ConversationId) -> Result<(), BusError> {
+        let holds = self
+            .conversations
+            .get(id)
+            .and_then(|c| c.offer.as_ref())
+            .is_some_and(|(a, _)| a == agent);
+        if holds {
+            Ok(())
+        } else {
+            Err(BusError::NotAllowed(
+                "no pending offer of this conversation".to_owned(),
+            ))
+        }
+    }
+
+    async fn accept(&mut self, agent: String, id: ConversationId) -> Result<Value, BusError> {
+        self.require_offer(&agent, &id)?;
         self.route_checked(Event::OfferAccepted {
             task: TaskId(id.to_string()),
             agent: AgentId(agent),
@@ -818,16 +878,7 @@ impl BusActor {
     }
 
     async fn reject(&mut self, agent: String, id: ConversationId) -> Result<Value, BusError> {
-        let holds = self
-            .conversations
-            .get(&id)
-            .and_then(|c| c.offer.as_ref())
-            .is_some_and(|(a, _)| *a == agent);
-        if !holds {
-            return Err(BusError::NotAllowed(
-                "no pending offer of this conversation".to_owned(),
-            ));
-        }
+        self.require_offer(&agent, &id)?;
         self.withdraw_offer(&id, &agent, "rejected").await;
         self.route_checked(Event::OfferRejected {
             task: TaskId(id.to_string()),
@@ -874,7 +925,7 @@ impl BusActor {
         self.save(&id).await;
         self.route_checked(Event::TaskCompleted(TaskId(id.to_string())))
             .await?;
-        metrics::conversations_open(self.conversations.values().filter(|c| c.is_open()).count());
+        self.open_conversation_closed();
         Ok(json!({"conversation_id": id}))
     }
 
@@ -900,9 +951,9 @@ impl BusActor {
             }
             TransferTo::Queue(queue) => (TransferTarget::Queue(queue.clone()), None, Some(queue)),
         };
-        let decisions = self
+        let (decisions, explanations) = self
             .router
-            .handle(
+            .handle_explained(
                 self.clock.now(),
                 Event::Transfer {
                     task: TaskId(id.to_string()),
@@ -946,7 +997,7 @@ impl BusActor {
         }
         self.queued.insert(id.clone());
         self.release_agent(&agent, &id, Some("transferred"));
-        self.apply(decisions).await;
+        self.apply(decisions, explanations).await;
         self.save(&id).await;
         Ok(json!({"conversation_id": id}))
     }

@@ -25,8 +25,8 @@ pub(super) struct Conversation {
     pub(super) agent_delivered: u64,
     /// The start of the last customer message, for offers.
     pub(super) preview: String,
-    /// The queue position last told to the customer.
-    pub(super) told_position: Option<usize>,
+    /// The queue position and estimated wait last told to the customer.
+    pub(super) told_position: Option<(usize, Option<u64>)>,
 }
 
 impl Conversation {

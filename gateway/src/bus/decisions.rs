@@ -1,17 +1,77 @@
-//! Executing the router's decisions: offers, rescinds, assignments and re-queues become log events and frames.
+//! Executing the router's decisions: offers, rescinds, assignments, re-queues and terminal outcomes become log
+//! events and frames.
+
+use std::collections::HashMap;
 
 use omnigate_connectors::model::ConversationId;
-use omnigate_router::{Decision, Event, RequeueReason, RescindReason};
+use omnigate_router::{
+    Decision, EndReason, Event, Explanation, Outcome, RequeueReason, RescindReason, TaskId,
+};
 use serde_json::json;
 
 use super::actor::{unavailable, BusActor};
 use super::{BusError, Outbound};
+use crate::clock::unix_ms;
 use crate::protocol;
-use crate::store::{Actor, ConversationStatus, EventKind};
+use crate::store::{Actor, ConversationStatus, EventKind, OfferExplanation};
 use crate::telemetry::metrics;
 
-fn conversation_of(task: &omnigate_router::TaskId) -> Option<ConversationId> {
+/// How often waiting customers may be told their new position and estimated wait.
+pub(super) const POSITION_PUSH_INTERVAL_MS: u64 = 500;
+
+fn conversation_of(task: &TaskId) -> Option<ConversationId> {
     ConversationId::parse(task.as_str()).ok()
+}
+
+fn rescind_reason(reason: RescindReason) -> &'static str {
+    match reason {
+        RescindReason::Timeout => "timeout",
+        RescindReason::Cancelled => "cancelled",
+        RescindReason::AgentUnavailable => "agent_unavailable",
+        RescindReason::TakenByOther => "taken",
+    }
+}
+
+fn requeue_reason(reason: RequeueReason) -> &'static str {
+    match reason {
+        RequeueReason::AgentDisconnected => "agent_disconnected",
+        RequeueReason::Transferred => "transferred",
+        RequeueReason::NoReply => "no_reply",
+    }
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Callback => "callback",
+        Outcome::Message => "leave_message",
+        Outcome::OutOfHours => "out_of_hours",
+        Outcome::Expired => "expired",
+    }
+}
+
+fn end_reason(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::WorkflowStep => "workflow_step",
+        EndReason::MaxWait => "max_wait",
+        EndReason::QueueFull => "queue_full",
+        EndReason::Closed => "queue_closed",
+    }
+}
+
+fn explanation(e: Explanation) -> OfferExplanation {
+    OfferExplanation {
+        why: e.why,
+        queue: e.queue,
+        score: e.score,
+        emergency: e.emergency,
+        step: e.step,
+        agents_scanned: e.agents_scanned,
+        skipped_skills: e.skipped_skills,
+        skipped_capacity: e.skipped_capacity,
+        skipped_excluded: e.skipped_excluded,
+        tasks_scanned: e.tasks_scanned,
+        chosen: e.chosen.into_iter().map(|a| a.0).collect(),
+    }
 }
 
 impl BusActor {
@@ -24,60 +84,101 @@ impl BusActor {
 
     /// Feeds the router an event that a client asked for; a refusal goes back to the client.
     pub(super) async fn route_checked(&mut self, event: Event) -> Result<(), BusError> {
-        let decisions = self
+        let (decisions, explanations) = self
             .router
-            .handle(self.clock.now(), event)
+            .handle_explained(self.clock.now(), event)
             .map_err(|e| BusError::NotAllowed(e.to_string()))?;
-        self.apply(decisions).await;
+        self.apply(decisions, explanations).await;
         Ok(())
     }
 
-    pub(super) async fn apply(&mut self, decisions: Vec<Decision>) {
+    pub(super) async fn apply(&mut self, decisions: Vec<Decision>, explanations: Vec<Explanation>) {
+        let mut explanations: HashMap<TaskId, Explanation> =
+            explanations.into_iter().map(|e| (e.task.clone(), e)).collect();
         for decision in decisions {
-            let result = match decision {
-                Decision::Offer {
-                    task,
-                    agent,
-                    expires_at,
-                } => {
-                    metrics::routing_decision("offer");
-                    match conversation_of(&task) {
-                        Some(id) => self.offer(id, agent.0, expires_at).await,
-                        None => Ok(()),
-                    }
-                }
-                Decision::Rescind { task, agent, reason } => {
-                    metrics::routing_decision("rescind");
-                    let reason = match reason {
-                        RescindReason::Timeout => "timeout",
-                        RescindReason::Cancelled => "cancelled",
-                        RescindReason::AgentUnavailable => "agent_unavailable",
-                    };
-                    if let Some(id) = conversation_of(&task) {
-                        self.withdraw_offer(&id, agent.as_str(), reason).await;
-                    }
-                    Ok(())
-                }
-                Decision::Assigned { task, agent } => {
-                    metrics::routing_decision("assigned");
-                    match conversation_of(&task) {
-                        Some(id) => self.assign(id, agent.0).await,
-                        None => Ok(()),
-                    }
-                }
-                Decision::Requeued { task, from, reason } => {
-                    metrics::routing_decision("requeued");
-                    match conversation_of(&task) {
-                        Some(id) => self.requeued(id, from.0, reason).await,
-                        None => Ok(()),
-                    }
-                }
-            };
-            if let Err(error) = result {
+            if let Err(error) = self.apply_one(decision, &mut explanations).await {
                 tracing::error!(%error, "routing decision not fully applied");
             }
         }
-        self.push_positions();
+        self.schedule_position_push();
+    }
+
+    async fn apply_one(
+        &mut self,
+        decision: Decision,
+        explanations: &mut HashMap<TaskId, Explanation>,
+    ) -> Result<(), BusError> {
+        match decision {
+            Decision::Offer {
+                task,
+                agent,
+                expires_at,
+            } => {
+                metrics::routing_decision("offer");
+                let why = explanations.remove(&task).map(explanation);
+                if let Some(id) = conversation_of(&task) {
+                    self.offer(id, agent.0, expires_at, why).await?;
+                }
+            }
+            Decision::Rescind { task, agent, reason } => {
+                metrics::routing_decision("rescind");
+                if let Some(id) = conversation_of(&task) {
+                    self.withdraw_offer(&id, agent.as_str(), rescind_reason(reason))
+                        .await;
+                }
+            }
+            Decision::Assigned { task, agent } => {
+                metrics::routing_decision("assigned");
+                if let Some(id) = conversation_of(&task) {
+                    self.assign(id, agent.0).await?;
+                }
+            }
+            Decision::Requeued { task, from, reason } => {
+                metrics::routing_decision("requeued");
+                if let Some(id) = conversation_of(&task) {
+                    self.requeued(id, from.0, reason).await?;
+                }
+            }
+            Decision::Ended {
+                task,
+                outcome,
+                reason,
+            } => {
+                metrics::routing_decision("ended");
+                if let Some(id) = conversation_of(&task) {
+                    self.ended(id, outcome, reason).await?;
+                }
+            }
+            Decision::Overflowed { task, from, to } => {
+                metrics::routing_decision("overflowed");
+                if let Some(id) = conversation_of(&task) {
+                    if let Some(conv) = self.conversations.get_mut(&id) {
+                        conv.record.queue = to.clone();
+                    }
+                    tracing::info!(conversation_id = %id, from = %from, to = %to, "conversation overflowed");
+                    self.append(&id, Actor::System, EventKind::Queued { queue: to }, None)
+                        .await?;
+                    self.save(&id).await;
+                }
+            }
+            Decision::AgentNotRoutable { agent, misses } => {
+                metrics::routing_decision("agent_not_routable");
+                tracing::warn!(agent = %agent, misses, "agent missed offers in a row; no new offers until available again");
+                if let Some(entry) = self.agents.get(agent.as_str()) {
+                    let frame = protocol::not_routable(misses);
+                    for c in &entry.conns {
+                        c.push(Outbound::Frame(frame.clone()));
+                    }
+                }
+            }
+            Decision::SlaBreached { task, target_ms } => {
+                metrics::sla_breached();
+                if let Some(id) = conversation_of(&task) {
+                    tracing::warn!(conversation_id = %id, target_ms, "waiting conversation passed a service-level target");
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn offer(
@@ -85,6 +186,7 @@ impl BusActor {
         id: ConversationId,
         agent: String,
         expires_at: omnigate_router::Millis,
+        explanation: Option<OfferExplanation>,
     ) -> Result<(), BusError> {
         let now = self.clock.now();
         let Some(conv) = self.conversations.get_mut(&id) else {
@@ -102,8 +204,16 @@ impl BusActor {
                 }
             }
         }
-        self.append(&id, Actor::System, EventKind::Offered { agent_id: agent }, None)
-            .await?;
+        self.append(
+            &id,
+            Actor::System,
+            EventKind::Offered {
+                agent_id: agent,
+                explanation,
+            },
+            None,
+        )
+        .await?;
         Ok(())
     }
 
@@ -193,40 +303,84 @@ impl BusActor {
             // The transfer itself was logged with its target and reason.
             return Ok(());
         }
+        let reason = requeue_reason(reason);
         if let Some(conv) = self.conversations.get_mut(&id) {
             conv.record.status = ConversationStatus::Queued;
             conv.record.agent = None;
             conv.last_agent = Some(from.clone());
         }
         self.queued.insert(id.clone());
-        self.release_agent(&from, &id, Some("agent_disconnected"));
+        self.release_agent(&from, &id, Some(reason));
         let kind = EventKind::Requeued {
             agent_id: from,
-            reason: "agent_disconnected".to_owned(),
+            reason: reason.to_owned(),
         };
         self.append(&id, Actor::System, kind, None).await?;
+        self.save(&id).await;
         Ok(())
     }
 
-    /// Tells each waiting customer its queue position when it changed.
-    fn push_positions(&mut self) {
-        let queued: Vec<ConversationId> = self.queued.iter().cloned().collect();
-        for id in queued {
-            let position = self
-                .router
-                .queue_position(&omnigate_router::TaskId(id.to_string()));
-            let Some(conv) = self.conversations.get_mut(&id) else {
+    /// Routing ended without an agent: the customer is told the outcome and the conversation closes (a new
+    /// message within the reopen window routes it again).
+    async fn ended(
+        &mut self,
+        id: ConversationId,
+        outcome: Outcome,
+        reason: EndReason,
+    ) -> Result<(), BusError> {
+        let Some(conv) = self.conversations.get_mut(&id) else {
+            return Ok(());
+        };
+        if let Some((agent, _)) = conv.offer.take() {
+            if let Some(entry) = self.agents.get_mut(&agent) {
+                entry.offers.remove(&id);
+            }
+        }
+        conv.record.status = ConversationStatus::Closed;
+        conv.record.closed_at_ms = Some(unix_ms());
+        conv.told_position = None;
+        self.queued.remove(&id);
+        self.open_conversation_closed();
+        let kind = EventKind::RoutingEnded {
+            outcome: outcome_name(outcome).to_owned(),
+            reason: end_reason(reason).to_owned(),
+        };
+        self.append(&id, Actor::System, kind, None).await?;
+        self.save(&id).await;
+        Ok(())
+    }
+
+    /// Asks for a position push soon, unless one is already due.
+    fn schedule_position_push(&mut self) {
+        if self.positions_due.is_none() {
+            self.positions_due = Some(self.clock.now().plus_ms(POSITION_PUSH_INTERVAL_MS));
+        }
+    }
+
+    /// Tells each waiting customer of a changed queue its position and estimated wait, when they changed.
+    pub(super) fn push_positions(&mut self) {
+        self.positions_due = None;
+        for queue in self.router.take_changed_queues() {
+            let Ok(waiting) = self.router.waiting(&queue) else {
                 continue;
             };
-            if position.is_none() || conv.told_position == position {
-                continue;
-            }
-            conv.told_position = position;
-            let customer = conv.record.customer.clone();
-            if let (Some(entry), Some(position)) = (self.customers.get(&customer), position) {
-                let frame = protocol::queue_position(&id, position);
-                for c in &entry.conns {
-                    c.push(Outbound::Frame(frame.clone()));
+            for task in waiting {
+                let Some(id) = conversation_of(&task.task) else {
+                    continue;
+                };
+                let Some(conv) = self.conversations.get_mut(&id) else {
+                    continue;
+                };
+                let told = Some((task.position, task.estimated_wait_ms));
+                if conv.told_position == told {
+                    continue;
+                }
+                conv.told_position = told;
+                if let Some(entry) = self.customers.get(&conv.record.customer) {
+                    let frame = protocol::queue_position(&id, task.position, task.estimated_wait_ms);
+                    for c in &entry.conns {
+                        c.push(Outbound::Frame(frame.clone()));
+                    }
                 }
             }
         }

@@ -247,6 +247,11 @@ pub(crate) enum Command {
         disposition: String,
         reply: Reply<Value>,
     },
+    WrapUpDone {
+        agent: String,
+        conversation: ConversationId,
+        reply: Reply<Value>,
+    },
     Transfer {
         agent: String,
         conversation: ConversationId,
@@ -488,6 +493,19 @@ impl Bus {
             agent,
             conversation,
             disposition,
+            reply,
+        })
+        .await
+    }
+
+    /// Ends the agent's wrap-up of a conversation it closed, freeing the slot.
+    ///
+    /// # Errors
+    /// [`BusError::NotAllowed`] unless the agent closed it and is still wrapping it up.
+    pub async fn wrap_up_done(&self, agent: String, conversation: ConversationId) -> Result<Value, BusError> {
+        self.call(|reply| Command::WrapUpDone {
+            agent,
+            conversation,
             reply,
         })
         .await

@@ -132,6 +132,11 @@ pub enum ClientOp {
         /// Conversation.
         conversation_id: String,
     },
+    /// Agents: wrap-up of a closed conversation is done; its capacity slot is free.
+    WrapUpDone {
+        /// Conversation.
+        conversation_id: String,
+    },
     /// Agents: close with a disposition code.
     Close {
         /// Conversation.
@@ -330,6 +335,9 @@ pub fn parse_frame(text: &str, agent: bool) -> Result<ClientFrame, FrameError> {
             conversation_id: payload::<ConversationD>(op, d)?.conversation_id,
         },
         "offer.reject" => ClientOp::OfferReject {
+            conversation_id: payload::<ConversationD>(op, d)?.conversation_id,
+        },
+        "wrapup.done" => ClientOp::WrapUpDone {
             conversation_id: payload::<ConversationD>(op, d)?.conversation_id,
         },
         "conversation.close" => {

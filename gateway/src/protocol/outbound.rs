@@ -86,12 +86,25 @@ pub fn resync_required(conversation: &ConversationId, reason: &str, last_seq: u6
     )
 }
 
-/// `queue.position` to a waiting customer (never stored).
-pub fn queue_position(conversation: &ConversationId, position: usize) -> FrameText {
+/// `queue.position` to a waiting customer (never stored); the estimate is absent until the queue has history.
+pub fn queue_position(
+    conversation: &ConversationId,
+    position: usize,
+    estimated_wait_ms: Option<u64>,
+) -> FrameText {
     frame(
         "queue.position",
         None,
-        json!({"conversation_id": conversation, "position": position}),
+        json!({"conversation_id": conversation, "position": position, "estimated_wait_ms": estimated_wait_ms}),
+    )
+}
+
+/// `presence.updated` telling an agent it gets no offers until it sets itself available again.
+pub fn not_routable(misses: u32) -> FrameText {
+    frame(
+        "presence.updated",
+        None,
+        json!({"state": "available", "routable": false, "reason": "missed_offers", "misses": misses}),
     )
 }
 

@@ -66,6 +66,9 @@ pub enum EventKind {
     Offered {
         /// The agent.
         agent_id: String,
+        /// Why this agent: the router's record of the candidates and the rule that chose.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        explanation: Option<OfferExplanation>,
     },
     /// An offer lapsed or was refused.
     #[serde(rename = "conversation.offer_withdrawn")]
@@ -112,6 +115,15 @@ pub enum EventKind {
         /// Disposition code, e.g. `resolved`.
         disposition: String,
     },
+    /// Routing ended without an agent (workflow terminal step, maximum wait, full or closed queue); the
+    /// customer is offered `outcome`.
+    #[serde(rename = "conversation.routing_ended")]
+    RoutingEnded {
+        /// `callback`, `leave_message`, `out_of_hours` or `expired`.
+        outcome: String,
+        /// `workflow_step`, `max_wait`, `queue_full` or `queue_closed`.
+        reason: String,
+    },
     /// A customer message after close reopened it.
     #[serde(rename = "conversation.reopened")]
     Reopened,
@@ -135,9 +147,38 @@ impl EventKind {
                 | EventKind::Assigned { .. }
                 | EventKind::Closed { .. }
                 | EventKind::Reopened
+                | EventKind::RoutingEnded { .. }
                 | EventKind::Read { .. }
         )
     }
+}
+
+/// The router's record of an offer: the candidates it considered and the rule that chose, kept in the log so
+/// routing can be audited and replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferExplanation {
+    /// The rule that decided, in plain words.
+    pub why: String,
+    /// The queue at the time.
+    pub queue: String,
+    /// The task's score (lower goes first).
+    pub score: i64,
+    /// Whether it was in the emergency tier.
+    pub emergency: bool,
+    /// The workflow step in force.
+    pub step: usize,
+    /// Agents looked at.
+    pub agents_scanned: u32,
+    /// Agents skipped for lack of a skill.
+    pub skipped_skills: u32,
+    /// Agents skipped for lack of capacity.
+    pub skipped_capacity: u32,
+    /// Agents skipped because they missed or rejected this task before.
+    pub skipped_excluded: u32,
+    /// Waiting tasks looked at.
+    pub tasks_scanned: u32,
+    /// The agents offered the task, best first.
+    pub chosen: Vec<String>,
 }
 
 /// An event about to be appended.

@@ -30,7 +30,7 @@ use omnigate_connectors::model::{Channel, ConversationId, CustomerId, Identity};
 use serde::{Deserialize, Serialize};
 
 pub use self::redis::{RedisSettings, RedisStore};
-pub use event::{Actor, EventKind, NewEvent, StoredEvent};
+pub use event::{Actor, EventKind, NewEvent, OfferExplanation, StoredEvent};
 pub use memory::MemoryStore;
 
 /// Why a store operation failed.

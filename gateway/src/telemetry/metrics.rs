@@ -15,6 +15,7 @@ const ROUTING_DECISIONS: &str = "omnigate_routing_decisions_total";
 const CONVERSATIONS_OPEN: &str = "omnigate_conversations_open";
 const BUS_COMMAND_SECONDS: &str = "omnigate_bus_command_seconds";
 const REPLAYED: &str = "omnigate_events_replayed_total";
+const SLA_BREACHES: &str = "omnigate_sla_breaches_total";
 
 pub(crate) fn describe_all() {
     describe_gauge!(WS_CONNECTIONS, "open websocket connections by role");
@@ -87,4 +88,9 @@ pub fn bus_command(seconds: f64) {
 /// `count` events were replayed.
 pub fn events_replayed(count: usize) {
     counter!(REPLAYED).increment(count as u64);
+}
+
+/// A waiting conversation passed a service-level target.
+pub fn sla_breached() {
+    counter!(SLA_BREACHES).increment(1);
 }

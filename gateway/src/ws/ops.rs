@@ -208,6 +208,10 @@ impl Session {
                 let d = bus.reject(self.agent()?, conversation_id(&id)?).await?;
                 Ok(Some(protocol::ok(reference, d)))
             }
+            ClientOp::WrapUpDone { conversation_id: id } => {
+                let d = bus.wrap_up_done(self.agent()?, conversation_id(&id)?).await?;
+                Ok(Some(protocol::ok(reference, d)))
+            }
             ClientOp::Close {
                 conversation_id: id,
                 disposition,

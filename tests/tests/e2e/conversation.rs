@@ -248,3 +248,60 @@ async fn the_session_endpoint_lists_conversations_and_refreshes_tokens() {
         "another customer cannot read the conversation"
     );
 }
+
+#[tokio::test]
+async fn every_device_of_a_customer_receives_the_conversation() {
+    let gateway = TestGateway::spawn().await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let mut phone = Customer::start(&gateway).await;
+    let conversation = phone.say(None, "c-1", "hello from my phone").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut laptop = Customer::connect(
+        &gateway,
+        &phone.token,
+        json!({"cursors": {conversation.clone(): 0}}),
+    )
+    .await;
+    assert_ne!(
+        laptop.session_id, phone.session_id,
+        "a second device is a second session"
+    );
+    let replayed = laptop
+        .ws
+        .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "message.created")
+        .await;
+    assert_eq!(replayed["d"]["message"]["content"]["text"], "hello from my phone");
+
+    lin.take_next().await;
+    lin.ws
+        .send_op(
+            "typing",
+            json!({"conversation_id": conversation, "state": "start"}),
+        )
+        .await;
+    let typing = laptop.ws.recv_until(|f| f["op"] == "typing").await;
+    assert_eq!(typing["d"]["from"], "agent");
+    lin.say(&conversation, "a-1", "hi on both devices").await;
+    assert_eq!(
+        phone.next_message().await["message"]["content"]["text"],
+        "hi on both devices"
+    );
+    assert_eq!(
+        laptop.next_message().await["message"]["content"]["text"],
+        "hi on both devices"
+    );
+
+    laptop
+        .say(Some(&conversation), "c-2", "typed on the laptop")
+        .await;
+    let echo = phone
+        .ws
+        .recv_until(|f| f["op"] == "event" && f["d"]["message"]["content"]["text"] == "typed on the laptop")
+        .await;
+    assert_eq!(
+        echo["d"]["actor"]["type"], "customer",
+        "the customer's other devices see its own messages"
+    );
+}

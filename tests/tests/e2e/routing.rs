@@ -140,3 +140,138 @@ async fn an_agent_that_drops_keeps_its_conversation_within_the_grace_window() {
     let mut b = Agent::online(&gateway, "agent-1").await;
     assert_eq!(b.next_offer().await, conversation);
 }
+
+#[tokio::test]
+async fn a_transfer_to_a_queue_keeps_the_conversation_and_offers_it_there() {
+    let gateway = TestGateway::spawn().await;
+    let mut chen = Agent::online(&gateway, "chen").await;
+    let mut customer = Customer::start(&gateway).await;
+    let conversation = customer
+        .say(None, "c-1", "my credit card was charged twice")
+        .await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(chen.take_next().await, conversation);
+    // The cards queue first wants card experts (proficiency 4): Lin, not Chen (no cards skill).
+    let mut lin = Agent::online(&gateway, "lin").await;
+    chen.request(
+        "conversation.transfer",
+        json!({"conversation_id": conversation, "to_queue": "cards", "reason": "card dispute"}),
+    )
+    .await;
+    assert_eq!(lin.take_next().await, conversation);
+    let transferred = lin
+        .ws
+        .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "conversation.transferred")
+        .await;
+    assert_eq!(
+        (
+            transferred["d"]["to_queue"].as_str(),
+            transferred["d"]["reason"].as_str()
+        ),
+        (Some("cards"), Some("card dispute"))
+    );
+    assert_eq!(
+        chen.request_error(
+            "conversation.transfer",
+            json!({"conversation_id": conversation, "to_queue": "nowhere"})
+        )
+        .await,
+        "not_allowed"
+    );
+}
+
+#[tokio::test]
+async fn waiting_customers_are_told_their_position_as_the_queue_moves() {
+    let gateway = TestGateway::spawn_with(|c| c.agents = omnigate_tests::agents(1, 1)).await;
+    let mut agent = Agent::online(&gateway, "agent-0").await;
+    let mut first = Customer::start(&gateway).await;
+    let busy = first.say(None, "a-1", "first").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    agent.take_next().await;
+
+    let mut second = Customer::start(&gateway).await;
+    let waiting = second.say(None, "b-1", "second").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut third = Customer::start(&gateway).await;
+    third.say(None, "c-1", "third").await;
+    let position = |f: &serde_json::Value| f["op"] == "queue.position";
+    assert_eq!(second.ws.recv_until(position).await["d"]["position"], 1);
+    assert_eq!(third.ws.recv_until(position).await["d"]["position"], 2);
+
+    agent
+        .request(
+            "conversation.close",
+            json!({"conversation_id": busy, "disposition": "resolved"}),
+        )
+        .await;
+    assert_eq!(
+        agent.next_offer().await,
+        waiting,
+        "the longest waiting goes first"
+    );
+    assert_eq!(
+        third.ws.recv_until(position).await["d"]["position"],
+        1,
+        "the queue moved up"
+    );
+}
+
+#[tokio::test]
+async fn every_offer_is_logged_with_the_routers_explanation() {
+    let gateway = TestGateway::spawn().await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let mut customer = Customer::start(&gateway).await;
+    let conversation = customer.say(None, "c-1", "hi").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    lin.take_next().await;
+    let offered = lin
+        .ws
+        .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "conversation.offered")
+        .await;
+    let explanation = &offered["d"]["explanation"];
+    assert_eq!(explanation["chosen"], json!(["lin"]), "{offered}");
+    assert!(explanation["agents_scanned"].as_u64().unwrap() >= 1);
+    assert!(!explanation["why"].as_str().unwrap().is_empty());
+    assert_eq!(offered["d"]["conversation_id"], conversation.as_str());
+}
+
+#[tokio::test]
+async fn an_agent_missing_offers_in_a_row_is_told_it_is_no_longer_routable() {
+    let gateway = TestGateway::spawn_with(|c| {
+        two_agents(c);
+        c.routing.max_consecutive_misses = 1;
+    })
+    .await;
+    let mut a = Agent::online(&gateway, "agent-0").await;
+    let mut customer = Customer::start(&gateway).await;
+    let conversation = customer.say(None, "c-1", "hi").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(a.next_offer().await, conversation);
+    a.request("offer.reject", json!({"conversation_id": conversation}))
+        .await;
+    let notice =
+        a.ws.recv_until(|f| f["op"] == "presence.updated" && f["d"]["routable"] == false)
+            .await;
+    assert_eq!(notice["d"]["reason"], "missed_offers");
+    a.set_presence("available").await;
+    let mut other = Customer::start(&gateway).await;
+    let next = other.say(None, "c-2", "hello").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        a.next_offer().await,
+        next,
+        "routable again after setting itself available"
+    );
+}
