@@ -55,7 +55,7 @@ impl TestGateway {
         TestGateway::spawn_with(|_| {}).await
     }
 
-    /// Starts on the Redis backend against `redis`, under a key prefix of its own, with a 300 ms command
+    /// Starts on the Redis backend against `redis`, under a key prefix of its own, with a 500 ms command
     /// timeout so fault tests run quickly; `change` may alter the configuration further.
     pub async fn spawn_with_redis(redis: &RedisServer, change: impl FnOnce(&mut Config)) -> TestGateway {
         let n = NEXT_PREFIX.fetch_add(1, Ordering::Relaxed);
@@ -64,7 +64,7 @@ impl TestGateway {
             config.store.backend = StoreBackend::Redis;
             config.store.redis_url = url;
             config.store.key_prefix = format!("t{}-{n}:", std::process::id());
-            config.store.command_timeout_ms = 300;
+            config.store.command_timeout_ms = 500;
             change(config);
         })
         .await
