@@ -159,9 +159,10 @@ impl RedisStore {
     pub async fn connect(settings: RedisSettings) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|error| StoreError::Misconfigured(format!("redis url {:?}: {error}", settings.url)))?;
-        // Reconnection attempts: quick and bounded, so a restarted Redis is found again within about
-        // 200 ms; a failed round of attempts is started again by the next command. No response timeout
-        // here: `bounded` puts one timer on every call, reconnection waits included.
+        // Reconnection rounds of four attempts: the second 1-2 s after the first (redis-rs's fixed first
+        // delay, with jitter), the others 200-400 ms apart; a failed round is started again by the next
+        // call, so a Redis that is back is found within about two seconds. No response timeout here:
+        // `bounded` puts one timer on every call, reconnection waits included.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(settings.connect_timeout)
             .set_factor(2)
