@@ -131,6 +131,9 @@ pub struct RedisStore {
     settings: RedisSettings,
     append: Script,
     page: Script,
+    /// The value of `<prefix>epoch` when this store connected: if Redis loses it (a restart without
+    /// persistence, a flush), it lost the logs this gateway's state refers to.
+    epoch: String,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -151,7 +154,8 @@ struct EventBody<'a> {
 }
 
 impl RedisStore {
-    /// Connects and checks that Redis answers, within `connect_timeout`.
+    /// Connects within `connect_timeout` and reads the epoch marker (setting it on an empty Redis), which
+    /// later readiness checks compare against to notice that Redis lost its data.
     ///
     /// # Errors
     /// [`StoreError::Misconfigured`] for a malformed URL, [`StoreError::Unavailable`] when Redis does not
@@ -185,18 +189,29 @@ impl RedisStore {
                 )))
             }
         };
-        let store = RedisStore {
+        let mut store = RedisStore {
             conn,
             settings,
             append: Script::new(APPEND_LUA),
             page: Script::new(PAGE_LUA),
+            epoch: String::new(),
         };
-        store.ping().await?;
+        // The first gateway on an empty Redis sets the epoch; the others adopt it.
+        let candidate = uuid::Uuid::new_v4().simple().to_string();
+        let mut set = redis::cmd("SET");
+        set.arg(store.epoch_key()).arg(&candidate).arg("NX").arg("GET");
+        let mut conn = store.conn.clone();
+        let existing: Option<String> = store.bounded("epoch", set.query_async(&mut conn)).await?;
+        store.epoch = existing.unwrap_or(candidate);
         Ok(store)
     }
 
     fn conversation_key(&self, id: &ConversationId, part: &str) -> String {
         conversation_key(&self.settings.key_prefix, id, part)
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}epoch", self.settings.key_prefix)
     }
 
     /// Runs one Redis call within the command timeout, turning its failure into a [`StoreError`].
@@ -390,15 +405,20 @@ impl ContextStore for RedisStore {
         }
     }
 
+    /// Checks that Redis answers and still holds what this gateway wrote: the epoch read at connect.
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let pong: String = self
-            .bounded("ping", redis::cmd("PING").query_async(&mut conn))
-            .await?;
-        if pong == "PONG" {
+        let mut get = redis::cmd("GET");
+        get.arg(self.epoch_key());
+        let epoch: Option<String> = self.bounded("ping", get.query_async(&mut conn)).await?;
+        if epoch.as_deref() == Some(self.epoch.as_str()) {
             Ok(())
         } else {
-            Err(StoreError::Corrupt(format!("redis answered {pong:?} to PING")))
+            Err(StoreError::Corrupt(
+                "redis lost its data since this gateway connected (its epoch key is gone or changed): \
+                 restart the gateway, and give redis persistence"
+                    .to_owned(),
+            ))
         }
     }
 }

@@ -99,7 +99,7 @@ async fn a_paused_redis_makes_calls_fail_within_the_command_timeout_then_recover
 
 #[tokio::test]
 async fn a_restarted_redis_is_found_again_without_help() {
-    let mut redis = RedisServer::start().await;
+    let mut redis = RedisServer::start_persistent().await;
     let store = RedisStore::connect(settings(&redis, "restart:"))
         .await
         .expect("connects");
@@ -108,4 +108,40 @@ async fn a_restarted_redis_is_found_again_without_help() {
     assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
     redis.restart().await;
     omnigate_tests::assert_eventually!(store.ping().await.is_ok(), "the store reconnects by itself");
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_its_data_is_reported_as_corrupt_not_ready() {
+    // Without persistence a restart empties Redis: the logs this gateway numbers from are gone, and
+    // readiness must say so rather than let appends start again from seq 1 unnoticed.
+    let mut redis = RedisServer::start().await;
+    let store = RedisStore::connect(settings(&redis, "lost:"))
+        .await
+        .expect("connects");
+    let other = RedisStore::connect(settings(&redis, "lost:"))
+        .await
+        .expect("a second gateway");
+    store.ping().await.expect("answers");
+    other.ping().await.expect("a second gateway shares the epoch");
+    redis.restart().await;
+    omnigate_tests::assert_eventually!(
+        matches!(store.ping().await, Err(StoreError::Corrupt(_))),
+        "a lost epoch is reported as corrupt once redis answers again"
+    );
+    let fresh = RedisStore::connect(settings(&redis, "lost:"))
+        .await
+        .expect("a restarted gateway");
+    fresh
+        .ping()
+        .await
+        .expect("a gateway started after the loss is ready");
+    assert!(
+        matches!(store.ping().await, Err(StoreError::Corrupt(_))),
+        "the old gateway stays not ready: its state refers to lost logs"
+    );
+    assert_eq!(redis.command("FLUSHALL"), "+OK\r\n");
+    assert!(
+        matches!(fresh.ping().await, Err(StoreError::Corrupt(_))),
+        "a flush is a loss too"
+    );
 }
