@@ -14,12 +14,13 @@
 //! (each takes its best-scored eligible task), then tasks that started waiting, best score first, take the
 //! best agent of their queue. That order is what rules out priority inversion.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::mem;
 
 use omnigate_config::{Routing, SelectionPolicy};
 
 use crate::calendar::Calendar;
+use crate::hash::FxHashMap;
 use crate::{
     AgentId, AgentSpec, Decision, EndReason, Event, Explanation, Media, Millis, Outcome, Presence,
     RequeueReason, RescindReason, RouterError, TaskId, TaskSpec, TransferTarget, Trigger, WaitingTask,
@@ -196,16 +197,16 @@ pub struct Router {
     max_misses: u32,
     wrap_up_ms: u64,
     voice_exclusive: bool,
-    skills: HashMap<String, u16>,
+    skills: FxHashMap<String, u16>,
     queues: Vec<Queue>,
-    queue_ix: HashMap<String, usize>,
+    queue_ix: FxHashMap<String, usize>,
     buckets: Vec<Bucket>,
     /// Buckets by (queue, media); the few of each are told apart by their requirement.
-    bucket_ix: HashMap<(usize, Media), Vec<usize>>,
+    bucket_ix: FxHashMap<(usize, Media), Vec<usize>>,
     agents: Vec<Agent>,
-    agent_ix: HashMap<AgentId, AgentIx>,
-    tasks: HashMap<TaskUid, Task>,
-    task_ix: HashMap<TaskId, TaskUid>,
+    agent_ix: FxHashMap<AgentId, AgentIx>,
+    tasks: FxHashMap<TaskUid, Task>,
+    task_ix: FxHashMap<TaskId, TaskUid>,
     timers: BTreeSet<(Millis, Timer)>,
     next_uid: u64,
     rr_counter: u64,
@@ -263,7 +264,7 @@ impl Router {
             }
             offer_timeout_ms[Media::parse(media)?.index()] = secs * 1000;
         }
-        let queue_ix: HashMap<String, usize> = config
+        let queue_ix: FxHashMap<String, usize> = config
             .queues
             .iter()
             .enumerate()
@@ -278,15 +279,15 @@ impl Router {
             max_misses: config.max_consecutive_misses,
             wrap_up_ms: config.wrap_up_secs * 1000,
             voice_exclusive: config.voice_exclusive,
-            skills: HashMap::new(),
+            skills: FxHashMap::default(),
             queues: Vec::with_capacity(config.queues.len()),
             queue_ix,
             buckets: Vec::new(),
-            bucket_ix: HashMap::new(),
+            bucket_ix: FxHashMap::default(),
             agents: Vec::new(),
-            agent_ix: HashMap::new(),
-            tasks: HashMap::new(),
-            task_ix: HashMap::new(),
+            agent_ix: FxHashMap::default(),
+            tasks: FxHashMap::default(),
+            task_ix: FxHashMap::default(),
             timers: BTreeSet::new(),
             next_uid: 0,
             rr_counter: 0,
@@ -557,7 +558,7 @@ impl Router {
         id
     }
 
-    fn req_of(&mut self, skills: &std::collections::BTreeMap<String, u8>) -> Req {
+    fn req_of(&mut self, skills: &BTreeMap<String, u8>) -> Req {
         let mut req: Req = skills.iter().map(|(n, l)| (self.skill_id(n), *l)).collect();
         req.sort_unstable();
         req
