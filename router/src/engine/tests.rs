@@ -923,3 +923,24 @@ fn a_task_in_wrap_up_is_not_requeued_when_the_socket_drops() {
     assert_eq!(r.next_deadline(), None);
     r.check_consistency(Millis(70_000)).unwrap();
 }
+
+#[test]
+fn without_voice_exclusivity_chats_share_an_agent_with_a_call() {
+    let mut r = Router::new(&Routing {
+        voice_exclusive: false,
+        ..config(vec![QueueConfig::named("general")])
+    })
+    .unwrap();
+    let spec = AgentSpec::new("a".into())
+        .with_capacity(Media::Web, 3)
+        .with_capacity(Media::Voice, 1)
+        .with_max_total(3);
+    online_spec(&mut r, spec, 0);
+    let call = TaskSpec::new("v".into(), "general", Media::Voice, Millis(1));
+    arrive(&mut r, 1, call);
+    accept(&mut r, 2, "v", "a");
+    assert_eq!(arrive(&mut r, 3, task("c1", 3)), vec![offer("c1", "a", 30_003)]);
+    assert_eq!(arrive(&mut r, 4, task("c2", 4)), vec![offer("c2", "a", 30_004)]);
+    // The global cap still holds.
+    assert_eq!(arrive(&mut r, 5, task("c3", 5)), vec![]);
+}
