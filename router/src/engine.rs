@@ -1168,13 +1168,9 @@ impl Router {
         out: &mut Vec<Decision>,
     ) {
         let step = self.tasks[&uid].step;
-        let explained = if self.explain {
-            let Status::Waiting { key, .. } = self.tasks[&uid].status else {
-                return;
-            };
-            Some(key)
-        } else {
-            None
+        let Status::Waiting { key, .. } = self.tasks[&uid].status else {
+            debug_assert!(false, "only waiting tasks are offered");
+            return;
         };
         self.unbucket(uid);
         let t = &self.tasks[&uid];
@@ -1201,7 +1197,7 @@ impl Router {
                 expires_at,
             });
         }
-        if let Some(key) = explained {
+        if self.explain {
             let queue = &self.queues[q];
             let chosen: Vec<AgentId> = agents
                 .iter()
