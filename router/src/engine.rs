@@ -22,8 +22,9 @@ use omnigate_config::{Routing, SelectionPolicy};
 use crate::calendar::Calendar;
 use crate::hash::FxHashMap;
 use crate::{
-    AgentId, AgentSpec, Decision, EndReason, Event, Explanation, Media, Millis, Outcome, Presence,
-    RequeueReason, RescindReason, RouterError, TaskId, TaskSpec, TransferTarget, Trigger, WaitingTask,
+    AgentId, AgentSpec, Candidate, Decision, EndReason, Event, Explanation, Media, Millis, Outcome, Presence,
+    RequeueReason, RescindReason, RouterError, TaskId, TaskSpec, TransferTarget, Trigger, Verdict,
+    WaitingTask,
 };
 
 type AgentIx = u32;
@@ -174,13 +175,26 @@ struct Task {
     preferred: Option<(AgentIx, Millis)>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct ScanStats {
     agents: u32,
     skills: u32,
     capacity: u32,
     excluded: u32,
     tasks: u32,
+    /// The first agents looked at and what was found, only when explaining.
+    candidates: Vec<(AgentIx, Verdict)>,
+}
+
+/// How many scanned agents an explanation names.
+const EXPLAINED_CANDIDATES: usize = 5;
+
+impl ScanStats {
+    fn note(&mut self, explain: bool, a: AgentIx, verdict: Verdict) {
+        if explain && self.candidates.len() < EXPLAINED_CANDIDATES {
+            self.candidates.push((a, verdict));
+        }
+    }
 }
 
 /// The routing engine. Feed it events with the current time; execute its decisions in order.
@@ -1230,6 +1244,14 @@ impl Router {
                 skipped_capacity: stats.capacity,
                 skipped_excluded: stats.excluded,
                 tasks_scanned: stats.tasks,
+                candidates: stats
+                    .candidates
+                    .iter()
+                    .map(|&(a, verdict)| Candidate {
+                        agent: self.agents[a as usize].spec.id.clone(),
+                        verdict,
+                    })
+                    .collect(),
                 chosen,
                 why,
             });
@@ -1592,6 +1614,7 @@ impl Router {
                 }
             }
             let Some(key) = best else { return };
+            stats.note(self.explain, a, Verdict::Chosen);
             let trigger = Trigger::CapacityFreed(agent.spec.id.clone());
             self.offer(now, key.uid, vec![a], trigger, stats, out);
         }
@@ -1607,10 +1630,12 @@ impl Router {
         let b = &self.buckets[bucket];
         let mut stats = ScanStats::default();
         let mut chosen = Vec::new();
+        let explain = self.explain;
         if let Some(p) = self.preferred_holder(now, t, bucket) {
             stats.agents = 1;
             if self.routable(p) && self.can_take(&self.agents[p as usize], b.media) {
                 chosen.push(p);
+                stats.note(explain, p, Verdict::ChosenPreferred);
             }
         } else {
             let want = if q.auto_accept { 1 } else { q.parallel };
@@ -1619,12 +1644,16 @@ impl Router {
                 let agent = &self.agents[a as usize];
                 if !self.can_take(agent, b.media) {
                     stats.capacity += 1;
+                    stats.note(explain, a, Verdict::NoRoom);
                 } else if !meets(&agent.skills, &b.req) {
                     stats.skills += 1;
+                    stats.note(explain, a, Verdict::MissingSkill);
                 } else if t.excluded.contains(&a) {
                     stats.excluded += 1;
+                    stats.note(explain, a, Verdict::Excluded);
                 } else {
                     chosen.push(a);
+                    stats.note(explain, a, Verdict::Chosen);
                     if chosen.len() >= want {
                         break;
                     }

@@ -825,6 +825,27 @@ fn explanations_name_the_candidates_and_the_rule() {
     assert_eq!(e.chosen, vec![AgentId::from("a")]);
     assert_eq!(e.trigger, Trigger::TaskWaiting);
     assert!(e.why.contains("longest idle"), "{}", e.why);
+    assert_eq!(
+        e.candidates,
+        vec![Candidate {
+            agent: "a".into(),
+            verdict: Verdict::Chosen
+        }]
+    );
+    // The Mandarin task went to "c"; a second one shows who was passed over and why.
+    let (d, why) = r
+        .handle_explained(
+            Millis(21),
+            Event::TaskArrived(task("m2", 21).with_skill("mandarin", 3)),
+        )
+        .unwrap();
+    assert_eq!(d, vec![offer("m2", "c", 30_021)]);
+    assert_eq!(why[0].skipped_skills, 1);
+    assert_eq!(
+        why[0].candidates.iter().map(|c| c.verdict).collect::<Vec<_>>(),
+        [Verdict::MissingSkill, Verdict::Chosen]
+    );
+    r.handle(Millis(22), Event::TaskCancelled("m2".into())).unwrap();
     // Freed capacity explains itself too.
     arrive(&mut r, 30, task("w1", 30));
     arrive(&mut r, 31, task("w2", 31));
