@@ -88,7 +88,7 @@ impl Default for Routing {
 }
 
 /// How a queue picks among eligible agents; ties go to the longest idle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SelectionPolicy {
     /// The agent idle for the longest time (since its last offer or since its load last dropped to zero).

@@ -79,13 +79,21 @@ struct Queue {
     calendar: Calendar,
     when_closed: Outcome,
     steps: Vec<Step>,
-    /// (policy key, idle since, agent) of routable agents with room.
-    pool: BTreeSet<(u64, u64, AgentIx)>,
+    /// Index of this queue's pool, shared with every queue of the same loosest levels and policy.
+    pool: usize,
     buckets: Vec<usize>,
     waiting: usize,
     last_offer_at: Option<Millis>,
     offer_interval_ms: Option<f64>,
     changed: bool,
+}
+
+/// Routable agents with room who meet a requirement, ordered by a policy.
+#[derive(Debug)]
+struct Pool {
+    policy: SelectionPolicy,
+    /// (policy key, idle since, agent).
+    members: BTreeSet<(u64, u64, AgentIx)>,
 }
 
 #[derive(Debug)]
@@ -119,6 +127,8 @@ struct Agent {
     idle_since: Millis,
     rr: u64,
     queues: Vec<usize>,
+    /// The distinct pools of those queues.
+    pools: Vec<usize>,
     pooled: Option<PoolKey>,
     offers: Vec<TaskUid>,
     assigned: Vec<TaskUid>,
@@ -214,6 +224,7 @@ pub struct Router {
     skills: FxHashMap<String, u16>,
     queues: Vec<Queue>,
     queue_ix: FxHashMap<String, usize>,
+    pools: Vec<Pool>,
     buckets: Vec<Bucket>,
     /// Buckets by (queue, media); the few of each are told apart by their requirement.
     bucket_ix: FxHashMap<(usize, Media), Vec<usize>>,
@@ -296,6 +307,7 @@ impl Router {
             skills: FxHashMap::default(),
             queues: Vec::with_capacity(config.queues.len()),
             queue_ix,
+            pools: Vec::new(),
             buckets: Vec::new(),
             bucket_ix: FxHashMap::default(),
             agents: Vec::new(),
@@ -313,6 +325,7 @@ impl Router {
             scratch_agents: Vec::new(),
             scratch_keys: Vec::new(),
         };
+        let mut pool_ix: FxHashMap<(Req, SelectionPolicy), usize> = FxHashMap::default();
         for q in &config.queues {
             let mut skills: Vec<(u16, u8)> = q
                 .skills
@@ -338,10 +351,21 @@ impl Router {
                 });
             }
             let loosest = steps.iter().filter_map(|s| s.min_proficiency).min();
-            let min_level = skills
+            let min_level: Req = skills
                 .iter()
                 .map(|&(s, l)| (s, loosest.map_or(l, |m| m.min(l))))
                 .collect();
+            let pool = match pool_ix.get(&(min_level.clone(), q.policy)) {
+                Some(&p) => p,
+                None => {
+                    router.pools.push(Pool {
+                        policy: q.policy,
+                        members: BTreeSet::new(),
+                    });
+                    pool_ix.insert((min_level.clone(), q.policy), router.pools.len() - 1);
+                    router.pools.len() - 1
+                }
+            };
             let max_wait_secs = q.max_wait_secs.unwrap_or(config.max_wait_secs);
             router.queues.push(Queue {
                 name: q.name.clone(),
@@ -359,7 +383,7 @@ impl Router {
                 calendar: Calendar::new(&q.hours, &q.holidays, config.utc_offset_minutes)?,
                 when_closed: q.when_closed.into(),
                 steps,
-                pool: BTreeSet::new(),
+                pool,
                 buckets: Vec::new(),
                 waiting: 0,
                 last_offer_at: None,
@@ -665,13 +689,13 @@ impl Router {
             return;
         }
         let old = mem::replace(&mut ag.pooled, want);
-        for &q in &ag.queues {
-            let queue = &mut self.queues[q];
+        for &p in &ag.pools {
+            let pool = &mut self.pools[p];
             if let Some(old) = old {
-                queue.pool.remove(&Self::pool_key(queue.policy, old, a));
+                pool.members.remove(&Self::pool_key(pool.policy, old, a));
             }
             if let Some(new) = want {
-                queue.pool.insert(Self::pool_key(queue.policy, new, a));
+                pool.members.insert(Self::pool_key(pool.policy, new, a));
             }
         }
     }
@@ -820,6 +844,9 @@ impl Router {
             .filter(|(_, q)| meets(&skills, &q.min_level))
             .map(|(i, _)| i)
             .collect();
+        let mut pools: Vec<usize> = queues.iter().map(|&q| self.queues[q].pool).collect();
+        pools.sort_unstable();
+        pools.dedup();
         let a = match self.agent_ix.get(&spec.id) {
             Some(&a) => {
                 // Leave the pools under the old queue list, then rejoin under the new one.
@@ -832,6 +859,7 @@ impl Router {
                 agent.skills = skills;
                 agent.cap = cap;
                 agent.queues = queues;
+                agent.pools = pools;
                 a
             }
             None => {
@@ -851,6 +879,7 @@ impl Router {
                     idle_since: now,
                     rr: 0,
                     queues,
+                    pools,
                     pooled: None,
                     offers: Vec::new(),
                     assigned: Vec::new(),
@@ -1639,7 +1668,7 @@ impl Router {
             }
         } else {
             let want = if q.auto_accept { 1 } else { q.parallel };
-            for &(_, _, a) in &q.pool {
+            for &(_, _, a) in &self.pools[q.pool].members {
                 stats.agents += 1;
                 let agent = &self.agents[a as usize];
                 if !self.can_take(agent, b.media) {
