@@ -1,8 +1,9 @@
 //! The routing state machine.
 //!
 //! Indexes, so that one event costs about the same with 5 or 5,000 agents:
-//! - each queue keeps a *pool*: the routable agents that serve it and have room under their global cap,
+//! - each queue has a *pool*: the routable agents that serve it and have room under their global cap,
 //!   ordered by the queue's selection key (longest idle, least occupied or round robin, then longest idle);
+//!   queues with the same loosest skill levels and policy share one pool;
 //! - waiting tasks sit in *buckets*, one per (queue, media, effective skill requirement), ordered by
 //!   (emergency tier, score, arrival); an agent that frees capacity looks only at the head of the buckets of
 //!   the queues it serves;
