@@ -88,7 +88,7 @@ impl Default for Routing {
 }
 
 /// How a queue picks among eligible agents; ties go to the longest idle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SelectionPolicy {
     /// The agent idle for the longest time (since its last offer or since its load last dropped to zero).
@@ -386,6 +386,28 @@ impl Routing {
                 }
             }
         }
+        // Overflow must not loop: follow each queue's overflow targets and never come back to it.
+        let targets: BTreeMap<&str, Vec<&str>> = self
+            .queues
+            .iter()
+            .map(|q| {
+                let next = q.steps.iter().filter_map(|s| s.overflow.as_deref()).collect();
+                (q.name.as_str(), next)
+            })
+            .collect();
+        for start in targets.keys() {
+            let mut seen = BTreeSet::new();
+            let mut stack: Vec<&str> = targets[start].clone();
+            while let Some(queue) = stack.pop() {
+                if queue == *start {
+                    problems.push(format!("queue {start:?}: overflow steps lead back to it"));
+                    break;
+                }
+                if seen.insert(queue) {
+                    stack.extend(targets.get(queue).into_iter().flatten());
+                }
+            }
+        }
     }
 }
 
@@ -453,5 +475,32 @@ mod tests {
         let mut problems = Vec::new();
         Routing::default().validate(&mut problems);
         assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn routing_validate_reports_overflow_loops() {
+        let overflow = |to: &str| StepConfig {
+            after_secs: 10,
+            overflow: Some(to.to_owned()),
+            ..StepConfig::default()
+        };
+        let mut routing = Routing::default();
+        let mut a = QueueConfig::named("a");
+        a.steps = vec![overflow("b")];
+        let mut b = QueueConfig::named("b");
+        b.steps = vec![overflow("general")];
+        routing.queues.extend([a, b]);
+        let mut problems = Vec::new();
+        routing.validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        // general -> a -> b -> general.
+        routing.queues[0].steps = vec![overflow("a")];
+        let mut problems = Vec::new();
+        routing.validate(&mut problems);
+        let all = problems.join("\n");
+        for queue in ["general", "a", "b"] {
+            let needle = format!("queue {queue:?}: overflow steps lead back");
+            assert!(all.contains(&needle), "missing {needle:?} in {all}");
+        }
     }
 }

@@ -212,6 +212,7 @@ fn shift_at_3000_per_sec(c: &mut Criterion) {
         reject_rate: 0.03,
         duration_ms: 10_000,
         seed: 3,
+        digest: false,
     };
     let mut group = c.benchmark_group("shift");
     group.sample_size(10);

@@ -1,8 +1,9 @@
 //! The routing state machine.
 //!
 //! Indexes, so that one event costs about the same with 5 or 5,000 agents:
-//! - each queue keeps a *pool*: the routable agents that serve it and have room under their global cap,
+//! - each queue has a *pool*: the routable agents that serve it and have room under their global cap,
 //!   ordered by the queue's selection key (longest idle, least occupied or round robin, then longest idle);
+//!   queues with the same loosest skill levels and policy share one pool;
 //! - waiting tasks sit in *buckets*, one per (queue, media, effective skill requirement), ordered by
 //!   (emergency tier, score, arrival); an agent that frees capacity looks only at the head of the buckets of
 //!   the queues it serves;
@@ -14,15 +15,17 @@
 //! (each takes its best-scored eligible task), then tasks that started waiting, best score first, take the
 //! best agent of their queue. That order is what rules out priority inversion.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::mem;
 
 use omnigate_config::{Routing, SelectionPolicy};
 
 use crate::calendar::Calendar;
+use crate::hash::FxHashMap;
 use crate::{
-    AgentId, AgentSpec, Decision, EndReason, Event, Explanation, Media, Millis, Outcome, Presence,
-    RequeueReason, RescindReason, RouterError, TaskId, TaskSpec, TransferTarget, Trigger, WaitingTask,
+    AgentId, AgentSpec, Candidate, Decision, EndReason, Event, Explanation, Media, Millis, Outcome, Presence,
+    RequeueReason, RescindReason, RouterError, TaskId, TaskSpec, TransferTarget, Trigger, Verdict,
+    WaitingTask,
 };
 
 type AgentIx = u32;
@@ -77,13 +80,21 @@ struct Queue {
     calendar: Calendar,
     when_closed: Outcome,
     steps: Vec<Step>,
-    /// (policy key, idle since, agent) of routable agents with room.
-    pool: BTreeSet<(u64, u64, AgentIx)>,
+    /// Index of this queue's pool, shared with every queue of the same loosest levels and policy.
+    pool: usize,
     buckets: Vec<usize>,
     waiting: usize,
     last_offer_at: Option<Millis>,
     offer_interval_ms: Option<f64>,
     changed: bool,
+}
+
+/// Routable agents with room who meet a requirement, ordered by a policy.
+#[derive(Debug)]
+struct Pool {
+    policy: SelectionPolicy,
+    /// (policy key, idle since, agent).
+    members: BTreeSet<(u64, u64, AgentIx)>,
 }
 
 #[derive(Debug)]
@@ -117,6 +128,8 @@ struct Agent {
     idle_since: Millis,
     rr: u64,
     queues: Vec<usize>,
+    /// The distinct pools of those queues.
+    pools: Vec<usize>,
     pooled: Option<PoolKey>,
     offers: Vec<TaskUid>,
     assigned: Vec<TaskUid>,
@@ -173,13 +186,26 @@ struct Task {
     preferred: Option<(AgentIx, Millis)>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct ScanStats {
     agents: u32,
     skills: u32,
     capacity: u32,
     excluded: u32,
     tasks: u32,
+    /// The first agents looked at and what was found, only when explaining.
+    candidates: Vec<(AgentIx, Verdict)>,
+}
+
+/// How many scanned agents an explanation names.
+const EXPLAINED_CANDIDATES: usize = 5;
+
+impl ScanStats {
+    fn note(&mut self, explain: bool, a: AgentIx, verdict: Verdict) {
+        if explain && self.candidates.len() < EXPLAINED_CANDIDATES {
+            self.candidates.push((a, verdict));
+        }
+    }
 }
 
 /// The routing engine. Feed it events with the current time; execute its decisions in order.
@@ -196,16 +222,17 @@ pub struct Router {
     max_misses: u32,
     wrap_up_ms: u64,
     voice_exclusive: bool,
-    skills: HashMap<String, u16>,
+    skills: FxHashMap<String, u16>,
     queues: Vec<Queue>,
-    queue_ix: HashMap<String, usize>,
+    queue_ix: FxHashMap<String, usize>,
+    pools: Vec<Pool>,
     buckets: Vec<Bucket>,
     /// Buckets by (queue, media); the few of each are told apart by their requirement.
-    bucket_ix: HashMap<(usize, Media), Vec<usize>>,
+    bucket_ix: FxHashMap<(usize, Media), Vec<usize>>,
     agents: Vec<Agent>,
-    agent_ix: HashMap<AgentId, AgentIx>,
-    tasks: HashMap<TaskUid, Task>,
-    task_ix: HashMap<TaskId, TaskUid>,
+    agent_ix: FxHashMap<AgentId, AgentIx>,
+    tasks: FxHashMap<TaskUid, Task>,
+    task_ix: FxHashMap<TaskId, TaskUid>,
     timers: BTreeSet<(Millis, Timer)>,
     next_uid: u64,
     rr_counter: u64,
@@ -263,7 +290,7 @@ impl Router {
             }
             offer_timeout_ms[Media::parse(media)?.index()] = secs * 1000;
         }
-        let queue_ix: HashMap<String, usize> = config
+        let queue_ix: FxHashMap<String, usize> = config
             .queues
             .iter()
             .enumerate()
@@ -278,15 +305,16 @@ impl Router {
             max_misses: config.max_consecutive_misses,
             wrap_up_ms: config.wrap_up_secs * 1000,
             voice_exclusive: config.voice_exclusive,
-            skills: HashMap::new(),
+            skills: FxHashMap::default(),
             queues: Vec::with_capacity(config.queues.len()),
             queue_ix,
+            pools: Vec::new(),
             buckets: Vec::new(),
-            bucket_ix: HashMap::new(),
+            bucket_ix: FxHashMap::default(),
             agents: Vec::new(),
-            agent_ix: HashMap::new(),
-            tasks: HashMap::new(),
-            task_ix: HashMap::new(),
+            agent_ix: FxHashMap::default(),
+            tasks: FxHashMap::default(),
+            task_ix: FxHashMap::default(),
             timers: BTreeSet::new(),
             next_uid: 0,
             rr_counter: 0,
@@ -298,6 +326,7 @@ impl Router {
             scratch_agents: Vec::new(),
             scratch_keys: Vec::new(),
         };
+        let mut pool_ix: FxHashMap<(Req, SelectionPolicy), usize> = FxHashMap::default();
         for q in &config.queues {
             let mut skills: Vec<(u16, u8)> = q
                 .skills
@@ -323,10 +352,21 @@ impl Router {
                 });
             }
             let loosest = steps.iter().filter_map(|s| s.min_proficiency).min();
-            let min_level = skills
+            let min_level: Req = skills
                 .iter()
                 .map(|&(s, l)| (s, loosest.map_or(l, |m| m.min(l))))
                 .collect();
+            let pool = match pool_ix.get(&(min_level.clone(), q.policy)) {
+                Some(&p) => p,
+                None => {
+                    router.pools.push(Pool {
+                        policy: q.policy,
+                        members: BTreeSet::new(),
+                    });
+                    pool_ix.insert((min_level.clone(), q.policy), router.pools.len() - 1);
+                    router.pools.len() - 1
+                }
+            };
             let max_wait_secs = q.max_wait_secs.unwrap_or(config.max_wait_secs);
             router.queues.push(Queue {
                 name: q.name.clone(),
@@ -344,7 +384,7 @@ impl Router {
                 calendar: Calendar::new(&q.hours, &q.holidays, config.utc_offset_minutes)?,
                 when_closed: q.when_closed.into(),
                 steps,
-                pool: BTreeSet::new(),
+                pool,
                 buckets: Vec::new(),
                 waiting: 0,
                 last_offer_at: None,
@@ -557,7 +597,7 @@ impl Router {
         id
     }
 
-    fn req_of(&mut self, skills: &std::collections::BTreeMap<String, u8>) -> Req {
+    fn req_of(&mut self, skills: &BTreeMap<String, u8>) -> Req {
         let mut req: Req = skills.iter().map(|(n, l)| (self.skill_id(n), *l)).collect();
         req.sort_unstable();
         req
@@ -650,13 +690,13 @@ impl Router {
             return;
         }
         let old = mem::replace(&mut ag.pooled, want);
-        for &q in &ag.queues {
-            let queue = &mut self.queues[q];
+        for &p in &ag.pools {
+            let pool = &mut self.pools[p];
             if let Some(old) = old {
-                queue.pool.remove(&Self::pool_key(queue.policy, old, a));
+                pool.members.remove(&Self::pool_key(pool.policy, old, a));
             }
             if let Some(new) = want {
-                queue.pool.insert(Self::pool_key(queue.policy, new, a));
+                pool.members.insert(Self::pool_key(pool.policy, new, a));
             }
         }
     }
@@ -805,6 +845,9 @@ impl Router {
             .filter(|(_, q)| meets(&skills, &q.min_level))
             .map(|(i, _)| i)
             .collect();
+        let mut pools: Vec<usize> = queues.iter().map(|&q| self.queues[q].pool).collect();
+        pools.sort_unstable();
+        pools.dedup();
         let a = match self.agent_ix.get(&spec.id) {
             Some(&a) => {
                 // Leave the pools under the old queue list, then rejoin under the new one.
@@ -817,6 +860,7 @@ impl Router {
                 agent.skills = skills;
                 agent.cap = cap;
                 agent.queues = queues;
+                agent.pools = pools;
                 a
             }
             None => {
@@ -836,6 +880,7 @@ impl Router {
                     idle_since: now,
                     rr: 0,
                     queues,
+                    pools,
                     pooled: None,
                     offers: Vec::new(),
                     assigned: Vec::new(),
@@ -1167,13 +1212,9 @@ impl Router {
         out: &mut Vec<Decision>,
     ) {
         let step = self.tasks[&uid].step;
-        let explained = if self.explain {
-            let Status::Waiting { key, .. } = self.tasks[&uid].status else {
-                return;
-            };
-            Some(key)
-        } else {
-            None
+        let Status::Waiting { key, .. } = self.tasks[&uid].status else {
+            debug_assert!(false, "only waiting tasks are offered");
+            return;
         };
         self.unbucket(uid);
         let t = &self.tasks[&uid];
@@ -1200,7 +1241,7 @@ impl Router {
                 expires_at,
             });
         }
-        if let Some(key) = explained {
+        if self.explain {
             let queue = &self.queues[q];
             let chosen: Vec<AgentId> = agents
                 .iter()
@@ -1233,6 +1274,14 @@ impl Router {
                 skipped_capacity: stats.capacity,
                 skipped_excluded: stats.excluded,
                 tasks_scanned: stats.tasks,
+                candidates: stats
+                    .candidates
+                    .iter()
+                    .map(|&(a, verdict)| Candidate {
+                        agent: self.agents[a as usize].spec.id.clone(),
+                        verdict,
+                    })
+                    .collect(),
                 chosen,
                 why,
             });
@@ -1595,6 +1644,7 @@ impl Router {
                 }
             }
             let Some(key) = best else { return };
+            stats.note(self.explain, a, Verdict::Chosen);
             let trigger = Trigger::CapacityFreed(agent.spec.id.clone());
             self.offer(now, key.uid, vec![a], trigger, stats, out);
         }
@@ -1610,24 +1660,30 @@ impl Router {
         let b = &self.buckets[bucket];
         let mut stats = ScanStats::default();
         let mut chosen = Vec::new();
+        let explain = self.explain;
         if let Some(p) = self.preferred_holder(now, t, bucket) {
             stats.agents = 1;
             if self.routable(p) && self.can_take(&self.agents[p as usize], b.media) {
                 chosen.push(p);
+                stats.note(explain, p, Verdict::ChosenPreferred);
             }
         } else {
             let want = if q.auto_accept { 1 } else { q.parallel };
-            for &(_, _, a) in &q.pool {
+            for &(_, _, a) in &self.pools[q.pool].members {
                 stats.agents += 1;
                 let agent = &self.agents[a as usize];
                 if !self.can_take(agent, b.media) {
                     stats.capacity += 1;
+                    stats.note(explain, a, Verdict::NoRoom);
                 } else if !meets(&agent.skills, &b.req) {
                     stats.skills += 1;
+                    stats.note(explain, a, Verdict::MissingSkill);
                 } else if t.excluded.contains(&a) {
                     stats.excluded += 1;
+                    stats.note(explain, a, Verdict::Excluded);
                 } else {
                     chosen.push(a);
+                    stats.note(explain, a, Verdict::Chosen);
                     if chosen.len() >= want {
                         break;
                     }

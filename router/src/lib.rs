@@ -12,6 +12,7 @@
 //! - `engine.rs`: the `Router` state machine and its indexes (`engine/tests.rs`: unit tests,
 //!   `engine/proptests.rs`: property tests over random event sequences)
 //! - `calendar.rs`: business hours and holidays
+//! - `hash.rs`: a fast hasher for the router's maps
 //! - `error.rs`: `RouterError`
 //! - `tests/shift.rs`: seeded 8-hour shift (fairness); `tests/bank_example.rs`: the docs' worked example
 //! - `benches/routing.rs`: criterion benchmarks (figures in `docs/performance.md`)
@@ -23,6 +24,7 @@
 mod calendar;
 mod engine;
 mod error;
+mod hash;
 mod model;
 
 pub use engine::Router;

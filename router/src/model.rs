@@ -528,10 +528,36 @@ pub struct Explanation {
     pub skipped_excluded: u32,
     /// Waiting tasks looked at (when an agent freed capacity).
     pub tasks_scanned: u32,
+    /// The first few agents looked at (at most 5), in the order of the queue's policy, with what was found.
+    pub candidates: Vec<Candidate>,
     /// The agents offered the task, best first.
     pub chosen: Vec<AgentId>,
     /// In plain words, the rule that decided.
     pub why: String,
+}
+
+/// One agent looked at while routing a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The agent.
+    pub agent: AgentId,
+    /// What was found.
+    pub verdict: Verdict,
+}
+
+/// Why a candidate agent was or was not offered the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Offered the task.
+    Chosen,
+    /// Offered the task as its preferred agent.
+    ChosenPreferred,
+    /// No room for the task's media (or a call in progress, or the unit kept for a call).
+    NoRoom,
+    /// Lacks a required skill or proficiency.
+    MissingSkill,
+    /// Rejected or missed this task before.
+    Excluded,
 }
 
 /// What started a routing search.

@@ -10,7 +10,8 @@ use super::*;
 
 const MAX_WAIT_MS: u64 = 240_000;
 const WRAP_UP_MS: u64 = 15_000;
-const QUEUES: [&str; 4] = ["general", "cards", "sos", "rr"];
+/// "loans" shares its agent pool with "general" (same skills, same policy) but has its own priority.
+const QUEUES: [&str; 5] = ["general", "cards", "sos", "rr", "loans"];
 
 fn routing() -> Routing {
     let mut cards = QueueConfig::named("cards");
@@ -55,7 +56,11 @@ fn routing() -> Routing {
         max_consecutive_misses: 2,
         max_wait_secs: MAX_WAIT_MS / 1000,
         wrap_up_secs: WRAP_UP_MS / 1000,
-        queues: vec![QueueConfig::named("general"), cards, sos, rr],
+        queues: vec![QueueConfig::named("general"), cards, sos, rr, {
+            let mut loans = QueueConfig::named("loans");
+            loans.priority = 2;
+            loans
+        }],
         ..Routing::default()
     }
 }

@@ -825,6 +825,27 @@ fn explanations_name_the_candidates_and_the_rule() {
     assert_eq!(e.chosen, vec![AgentId::from("a")]);
     assert_eq!(e.trigger, Trigger::TaskWaiting);
     assert!(e.why.contains("longest idle"), "{}", e.why);
+    assert_eq!(
+        e.candidates,
+        vec![Candidate {
+            agent: "a".into(),
+            verdict: Verdict::Chosen
+        }]
+    );
+    // The Mandarin task went to "c"; a second one shows who was passed over and why.
+    let (d, why) = r
+        .handle_explained(
+            Millis(21),
+            Event::TaskArrived(task("m2", 21).with_skill("mandarin", 3)),
+        )
+        .unwrap();
+    assert_eq!(d, vec![offer("m2", "c", 30_021)]);
+    assert_eq!(why[0].skipped_skills, 1);
+    assert_eq!(
+        why[0].candidates.iter().map(|c| c.verdict).collect::<Vec<_>>(),
+        [Verdict::MissingSkill, Verdict::Chosen]
+    );
+    r.handle(Millis(22), Event::TaskCancelled("m2".into())).unwrap();
     // Freed capacity explains itself too.
     arrive(&mut r, 30, task("w1", 30));
     arrive(&mut r, 31, task("w2", 31));
@@ -922,4 +943,25 @@ fn a_task_in_wrap_up_is_not_requeued_when_the_socket_drops() {
     assert_eq!(r.handle(Millis(70_000), Event::Tick).unwrap(), vec![]);
     assert_eq!(r.next_deadline(), None);
     r.check_consistency(Millis(70_000)).unwrap();
+}
+
+#[test]
+fn without_voice_exclusivity_chats_share_an_agent_with_a_call() {
+    let mut r = Router::new(&Routing {
+        voice_exclusive: false,
+        ..config(vec![QueueConfig::named("general")])
+    })
+    .unwrap();
+    let spec = AgentSpec::new("a".into())
+        .with_capacity(Media::Web, 3)
+        .with_capacity(Media::Voice, 1)
+        .with_max_total(3);
+    online_spec(&mut r, spec, 0);
+    let call = TaskSpec::new("v".into(), "general", Media::Voice, Millis(1));
+    arrive(&mut r, 1, call);
+    accept(&mut r, 2, "v", "a");
+    assert_eq!(arrive(&mut r, 3, task("c1", 3)), vec![offer("c1", "a", 30_003)]);
+    assert_eq!(arrive(&mut r, 4, task("c2", 4)), vec![offer("c2", "a", 30_004)]);
+    // The global cap still holds.
+    assert_eq!(arrive(&mut r, 5, task("c3", 5)), vec![]);
 }

@@ -31,6 +31,8 @@ pub(crate) struct ShiftConfig {
     pub(crate) duration_ms: u64,
     /// Random seed.
     pub(crate) seed: u64,
+    /// Fold every decision into `ShiftReport::digest` (costs a `format!` per decision).
+    pub(crate) digest: bool,
 }
 
 impl ShiftConfig {
@@ -47,6 +49,7 @@ impl ShiftConfig {
             reject_rate: 0.03,
             duration_ms: 8 * 3_600_000,
             seed: 0x0b5e_55ed,
+            digest: false,
         }
     }
 }
@@ -70,6 +73,8 @@ pub(crate) struct ShiftReport {
     pub(crate) occupancy: f64,
     /// Mean wait from arrival to assignment (ms).
     pub(crate) mean_wait_ms: f64,
+    /// FNV-1a over the debug form of every decision with its time, when asked for.
+    pub(crate) digest: u64,
 }
 
 struct Rng(u64);
@@ -126,7 +131,10 @@ pub(crate) fn routing(skills: usize) -> Routing {
 pub(crate) fn run(cfg: &ShiftConfig) -> ShiftReport {
     let mut router = Router::new(&routing(cfg.skills)).expect("valid routing");
     let mut rng = Rng(cfg.seed | 1);
-    let mut report = ShiftReport::default();
+    let mut report = ShiftReport {
+        digest: 0xcbf2_9ce4_8422_2325,
+        ..ShiftReport::default()
+    };
     let ids: Vec<AgentId> = (0..cfg.agents).map(|i| AgentId(format!("agent{i:04}"))).collect();
     let index: HashMap<AgentId, usize> = ids.iter().cloned().enumerate().map(|(i, a)| (a, i)).collect();
     let send = |router: &mut Router, now: Millis, event: Event, report: &mut ShiftReport| {
@@ -229,6 +237,11 @@ pub(crate) fn run(cfg: &ShiftConfig) -> ShiftReport {
             (Some(_), None) => unreachable!("covered by the arm above"),
         };
         for d in decisions {
+            if cfg.digest {
+                for byte in format!("{now}:{d:?};").bytes() {
+                    report.digest = (report.digest ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
             match d {
                 Decision::Offer { task, agent, .. } => {
                     let task: u64 = task.as_str()[1..].parse().expect("sim task id");

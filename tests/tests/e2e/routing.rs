@@ -275,3 +275,34 @@ async fn an_agent_missing_offers_in_a_row_is_told_it_is_no_longer_routable() {
         "routable again after setting itself available"
     );
 }
+
+#[tokio::test]
+async fn outside_business_hours_the_customer_is_told_and_the_conversation_closes() {
+    // Open only on the day after tomorrow (UTC), so the queue is closed now whatever day the test runs.
+    let days_since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    let open_day =
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][((days_since_epoch + 3 + 2) % 7) as usize];
+    let gateway = TestGateway::spawn_with(|c| {
+        for queue in &mut c.routing.queues {
+            queue.hours = vec![format!("{open_day} 09:00-17:00")];
+        }
+    })
+    .await;
+    let _lin = Agent::online(&gateway, "lin").await;
+    let mut customer = Customer::start(&gateway).await;
+    let conversation = customer.say(None, "c-1", "hello?").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ended = customer
+        .ws
+        .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "conversation.routing_ended")
+        .await;
+    assert_eq!(ended["d"]["outcome"], "out_of_hours");
+    assert_eq!(ended["d"]["reason"], "queue_closed");
+    assert_eq!(ended["d"]["conversation_id"], conversation.as_str());
+}
