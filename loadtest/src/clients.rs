@@ -206,6 +206,11 @@ impl Schedule {
         (at < phases.stop_us).then_some(at)
     }
 
+    /// Closed loop: when to wake up to fill the window for the first time.
+    fn opens_at(&self, phases: &Phases, now: u64) -> Option<u64> {
+        (self.kind == LoadKind::Closed && now < phases.start_us).then_some(phases.start_us)
+    }
+
     /// Closed loop: how many sends the window allows now.
     fn room(&self, phases: &Phases, now: u64) -> u32 {
         if self.kind != LoadKind::Closed || now < phases.start_us || now >= phases.stop_us {
@@ -461,7 +466,7 @@ async fn customer_run(ctx: &Ctx, idx: u32, tally: &mut Tally) -> anyhow::Result<
         let due = phases
             .as_ref()
             .filter(|_| signalled)
-            .and_then(|p| schedule.due(p));
+            .and_then(|p| schedule.due(p).or_else(|| schedule.opens_at(p, now_us())));
         let drop_at = match (&phases, next_drop) {
             (Some(p), Some(at)) if at < p.stop_us => Some(at),
             _ => None,
@@ -487,10 +492,12 @@ async fn customer_run(ctx: &Ctx, idx: u32, tally: &mut Tally) -> anyhow::Result<
                 }
             },
             () = sleep_until(due.map_or(far, instant_at)), if due.is_some() => {
-                let at = due.unwrap_or_default();
-                tally.max_send_lag_us = tally.max_send_lag_us.max(now_us().saturating_sub(at));
-                schedule.n += 1;
-                me.send_message(&mut ws, at, tally).await?;
+                if schedule.kind == LoadKind::Open {
+                    let at = due.unwrap_or_default();
+                    tally.max_send_lag_us = tally.max_send_lag_us.max(now_us().saturating_sub(at));
+                    schedule.n += 1;
+                    me.send_message(&mut ws, at, tally).await?;
+                }
             }
             () = sleep_until(drop_at.map_or(far, instant_at)), if drop_at.is_some() => {
                 // A killed client: no close frame.
@@ -868,7 +875,9 @@ async fn echo_run(ctx: &Ctx, idx: u32, tally: &mut Tally) -> anyhow::Result<()> 
                 break;
             }
         }
-        let due = phases.as_ref().and_then(|p| schedule.due(p));
+        let due = phases
+            .as_ref()
+            .and_then(|p| schedule.due(p).or_else(|| schedule.opens_at(p, now_us())));
         let drain = phases.as_ref().map_or(far, |p| instant_at(p.drain_until_us));
         tokio::select! {
             biased;
@@ -890,12 +899,13 @@ async fn echo_run(ctx: &Ctx, idx: u32, tally: &mut Tally) -> anyhow::Result<()> 
                 Incoming::Closed(code) => bail!("echo server closed with {code}"),
                 Incoming::Gone => bail!("echo server went away"),
             },
-            () = sleep_until(due.map_or(far, instant_at)), if due.is_some() => {
+            () = sleep_until(due.map_or(far, instant_at)), if due.is_some() && schedule.kind == LoadKind::Open => {
                 let at = due.unwrap_or_default();
                 tally.max_send_lag_us = tally.max_send_lag_us.max(now_us().saturating_sub(at));
                 schedule.n += 1;
                 echo_send(&mut ws, idx, &mut next_k, at, load.padding, tally).await?;
             }
+            () = sleep_until(due.map_or(far, instant_at)), if due.is_some() && schedule.kind == LoadKind::Closed => {}
             changed = phases_rx.changed(), if phases.is_none() => {
                 changed?;
                 phases = *phases_rx.borrow();

@@ -256,14 +256,21 @@ async fn drive(
         connections: want,
         clean_exit: true,
     };
-    Ok(RunResult::new(
+    let mut result = RunResult::new(
         scenario,
         target,
         &total,
         delivered as f64 / window,
         server_summary,
         metrics,
-    ))
+    );
+    if delivered == 0 {
+        result
+            .violations
+            .push("nothing was delivered in the measured window".to_owned());
+        result.passed = false;
+    }
+    Ok(result)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -307,14 +314,15 @@ async fn idle(
         connections,
         clean_exit: true,
     };
-    Ok(RunResult::new(
-        scenario,
-        target,
-        &total,
-        0.0,
-        server_summary,
-        metrics,
-    ))
+    let mut result = RunResult::new(scenario, target, &total, 0.0, server_summary, metrics);
+    if connections < scenario.customers {
+        result.violations.push(format!(
+            "only {connections} of {} connections were held",
+            scenario.customers
+        ));
+        result.passed = false;
+    }
+    Ok(result)
 }
 
 /// The default output folder of a run: `target/loadtest/<scenario>-<target>-<unix seconds>`.
