@@ -471,7 +471,14 @@ async fn customer_run(ctx: &Ctx, idx: u32, tally: &mut Tally) -> anyhow::Result<
             (Some(p), Some(at)) if at < p.stop_us => Some(at),
             _ => None,
         };
-        let drain = phases.as_ref().map_or(far, |p| instant_at(p.drain_until_us));
+        // Wake at the end of sending to notice that every reply is in, else at the end of the drain.
+        let drain = phases.as_ref().map_or(far, |p| {
+            if now_us() < p.stop_us {
+                instant_at(p.stop_us)
+            } else {
+                instant_at(p.drain_until_us)
+            }
+        });
         tokio::select! {
             biased;
             incoming = next(&mut ws) => match incoming {
@@ -514,7 +521,11 @@ async fn customer_run(ctx: &Ctx, idx: u32, tally: &mut Tally) -> anyhow::Result<
                 changed?;
                 phases = *phases_rx.borrow();
             }
-            () = sleep_until(drain), if phases.is_some() => break,
+            () = sleep_until(drain), if phases.is_some() => {
+                if phases.is_some_and(|p| now_us() >= p.drain_until_us) {
+                    break;
+                }
+            }
         }
     }
     tally.lost += me.next_k - me.replies.distinct();
@@ -878,7 +889,14 @@ async fn echo_run(ctx: &Ctx, idx: u32, tally: &mut Tally) -> anyhow::Result<()> 
         let due = phases
             .as_ref()
             .and_then(|p| schedule.due(p).or_else(|| schedule.opens_at(p, now_us())));
-        let drain = phases.as_ref().map_or(far, |p| instant_at(p.drain_until_us));
+        // Wake at the end of sending to notice that every reply is in, else at the end of the drain.
+        let drain = phases.as_ref().map_or(far, |p| {
+            if now_us() < p.stop_us {
+                instant_at(p.stop_us)
+            } else {
+                instant_at(p.drain_until_us)
+            }
+        });
         tokio::select! {
             biased;
             incoming = next(&mut ws) => match incoming {
@@ -910,7 +928,11 @@ async fn echo_run(ctx: &Ctx, idx: u32, tally: &mut Tally) -> anyhow::Result<()> 
                 changed?;
                 phases = *phases_rx.borrow();
             }
-            () = sleep_until(drain), if phases.is_some() => break,
+            () = sleep_until(drain), if phases.is_some() => {
+                if phases.is_some_and(|p| now_us() >= p.drain_until_us) {
+                    break;
+                }
+            }
         }
     }
     tally.lost += next_k - arrivals.distinct();

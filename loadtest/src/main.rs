@@ -18,7 +18,7 @@ const USAGE: &str = "usage: omnigate-loadtest COMMAND
   smoke [options of run]
                      loadtest/scenarios/smoke.toml against the gateway (CI)
   echo-server ADDR   serve the echo baseline on ADDR until SIGTERM
-  summarize --doc PATH --method PATH --plots DIR DIR...
+  summarize --doc PATH --method PATH --plots DIR [--notes PATH] DIR...
                      medians, min-max and ratios of the runs in DIR... into PATH's sections";
 
 fn main() -> ExitCode {
@@ -126,6 +126,7 @@ fn summarize(args: &[String]) -> anyhow::Result<bool> {
     let mut doc = None;
     let mut method = None;
     let mut plots = None;
+    let mut notes = None;
     let mut dirs = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -133,6 +134,7 @@ fn summarize(args: &[String]) -> anyhow::Result<bool> {
             "--doc" => doc = it.next().map(PathBuf::from),
             "--method" => method = it.next().map(PathBuf::from),
             "--plots" => plots = it.next().map(PathBuf::from),
+            "--notes" => notes = it.next().map(PathBuf::from),
             dir => dirs.push(PathBuf::from(dir)),
         }
     }
@@ -171,15 +173,17 @@ fn summarize(args: &[String]) -> anyhow::Result<bool> {
     }
     let method_text =
         std::fs::read_to_string(&method).with_context(|| format!("read {}", method.display()))?;
+    let mut relay = report::relay_section(&groups, &links);
+    if let Some(notes) = notes {
+        relay
+            .push_str(&std::fs::read_to_string(&notes).with_context(|| format!("read {}", notes.display()))?);
+    }
     report::replace_sections(
         &doc,
         "Performance",
         &[
             ("Method", method_text),
-            (
-                "Relay, idle memory and webhooks",
-                report::relay_section(&groups, &links),
-            ),
+            ("Relay, idle memory and webhooks", relay),
         ],
     )?;
     println!("wrote {}", doc.display());

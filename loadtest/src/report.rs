@@ -345,7 +345,10 @@ pub fn plot(path: &Path, title: &str, series: &[(String, &Vec<(f64, u64)>)]) -> 
         .x_desc("percentile")
         .y_desc("µs")
         .x_labels(5)
-        .x_label_formatter(&|x| format!("{}", 100.0 - 100.0 * 10f64.powf(-x)))
+        .x_label_formatter(&|x| {
+            let p = format!("{:.3}", 100.0 - 100.0 * 10f64.powf(-x));
+            p.trim_end_matches('0').trim_end_matches('.').to_owned()
+        })
         .draw()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let colors = [BLUE, RED, GREEN, MAGENTA, BLACK];
