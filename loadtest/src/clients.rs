@@ -500,10 +500,10 @@ async fn customer_run(ctx: &Ctx, idx: u32, tally: &mut Tally) -> anyhow::Result<
             },
             () = sleep_until(due.map_or(far, instant_at)), if due.is_some() => {
                 if schedule.kind == LoadKind::Open {
-                    let at = due.unwrap_or_default();
-                    tally.max_send_lag_us = tally.max_send_lag_us.max(now_us().saturating_sub(at));
+                    let now = now_us();
+                    tally.send_lag(now.saturating_sub(due.unwrap_or_default()));
                     schedule.n += 1;
-                    me.send_message(&mut ws, at, tally).await?;
+                    me.send_message(&mut ws, now, tally).await?;
                 }
             }
             () = sleep_until(drop_at.map_or(far, instant_at)), if drop_at.is_some() => {
@@ -918,10 +918,10 @@ async fn echo_run(ctx: &Ctx, idx: u32, tally: &mut Tally) -> anyhow::Result<()> 
                 Incoming::Gone => bail!("echo server went away"),
             },
             () = sleep_until(due.map_or(far, instant_at)), if due.is_some() && schedule.kind == LoadKind::Open => {
-                let at = due.unwrap_or_default();
-                tally.max_send_lag_us = tally.max_send_lag_us.max(now_us().saturating_sub(at));
+                let now = now_us();
+                tally.send_lag(now.saturating_sub(due.unwrap_or_default()));
                 schedule.n += 1;
-                echo_send(&mut ws, idx, &mut next_k, at, load.padding, tally).await?;
+                echo_send(&mut ws, idx, &mut next_k, now, load.padding, tally).await?;
             }
             () = sleep_until(due.map_or(far, instant_at)), if due.is_some() && schedule.kind == LoadKind::Closed => {}
             changed = phases_rx.changed(), if phases.is_none() => {

@@ -118,6 +118,9 @@ pub struct RunResult {
     /// Largest lateness of the loader against its schedule, µs (a large value means the loader, not the
     /// server, was the limit).
     pub max_send_lag_us: u64,
+    /// 99th percentile of that lateness, µs.
+    #[serde(default)]
+    pub send_lag_p99_us: u64,
     /// Server CPU and memory.
     pub server: ServerSummary,
     /// Correctness counts.
@@ -191,6 +194,11 @@ impl RunResult {
             delivered: tally.delivered_in_window,
             latency_us: latency(tally),
             max_send_lag_us: tally.max_send_lag_us,
+            send_lag_p99_us: if tally.send_lags.is_empty() {
+                0
+            } else {
+                tally.send_lags.value_at_quantile(0.99)
+            },
             server,
             correctness: Correctness {
                 sent: tally.sent,
@@ -278,7 +286,10 @@ impl RunResult {
                 format!("{} / {}", c.over_capacity, c.double_assigned),
             ),
             ("reconnects / resent", format!("{} / {}", c.reconnects, c.resent)),
-            ("loader max lag", format!("{} µs", self.max_send_lag_us)),
+            (
+                "loader send lag p99 / max",
+                format!("{} / {} µs", self.send_lag_p99_us, self.max_send_lag_us),
+            ),
             (
                 "verdict",
                 if self.passed {

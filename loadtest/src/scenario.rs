@@ -22,8 +22,9 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LoadKind {
-    /// A fixed schedule per conversation (seeded phase), independent of how fast the server answers; latency
-    /// is measured from the scheduled send time, so a slow server cannot hide its queueing.
+    /// A fixed schedule per conversation (seeded phase), independent of how fast the server answers. Latency
+    /// is measured from the actual send; how late each send left against its schedule is reported
+    /// separately (tokio timers have millisecond resolution, which would otherwise count as latency).
     Open,
     /// Each conversation keeps `window` messages outstanding: the highest rate the pair sustains.
     Closed,

@@ -55,6 +55,8 @@ pub struct Tally {
     pub setup_failures: u64,
     /// Largest lateness of the loader against its open-loop schedule, µs.
     pub max_send_lag_us: u64,
+    /// Lateness of each open-loop send against its schedule, µs.
+    pub send_lags: Histogram<u64>,
 }
 
 impl Default for Tally {
@@ -77,6 +79,7 @@ impl Default for Tally {
             reconnects: 0,
             setup_failures: 0,
             max_send_lag_us: 0,
+            send_lags: histogram(),
         }
     }
 }
@@ -104,6 +107,13 @@ impl Tally {
         self.reconnects += other.reconnects;
         self.setup_failures += other.setup_failures;
         self.max_send_lag_us = self.max_send_lag_us.max(other.max_send_lag_us);
+        let _ = self.send_lags.add(&other.send_lags);
+    }
+
+    /// Records how late an open-loop send left.
+    pub fn send_lag(&mut self, lag_us: u64) {
+        self.max_send_lag_us = self.max_send_lag_us.max(lag_us);
+        self.send_lags.saturating_record(lag_us.max(1));
     }
 
     /// Counts one error by code.
