@@ -53,6 +53,12 @@ pub struct ServerSummary {
     pub connections: usize,
     /// Whether the server exited 0 on SIGTERM.
     pub clean_exit: bool,
+    /// Times the server was preempted in the measured window (other processes wanted its core).
+    #[serde(default)]
+    pub preempted_in_window: u64,
+    /// The machine's one-minute load average at the end of the window (2 cores here).
+    #[serde(default)]
+    pub load_average: f64,
 }
 
 /// Every correctness count of a run.
@@ -287,6 +293,10 @@ impl RunResult {
             ),
             ("reconnects / resent", format!("{} / {}", c.reconnects, c.resent)),
             (
+                "machine load / server preempted",
+                format!("{:.2} / {} times", s.load_average, s.preempted_in_window),
+            ),
+            (
                 "loader send lag p99 / max",
                 format!("{} / {} µs", self.send_lag_p99_us, self.max_send_lag_us),
             ),
@@ -483,6 +493,9 @@ pub struct Group {
     pub reconnects: u64,
     /// Largest loader lag over the runs, µs.
     pub max_send_lag_us: u64,
+    /// The machine's load average at the end of each window.
+    #[serde(default)]
+    pub load_average: Spread,
 }
 
 /// Groups results by scenario and target.
@@ -516,6 +529,7 @@ pub fn group(results: &[RunResult]) -> Vec<Group> {
                 .sum(),
             reconnects: runs.iter().map(|r| r.correctness.reconnects).sum(),
             max_send_lag_us: runs.iter().map(|r| r.max_send_lag_us).max().unwrap_or(0),
+            load_average: Spread::of(runs.iter().map(|r| r.server.load_average)),
         })
         .collect()
 }
@@ -553,14 +567,14 @@ pub fn relay_section(groups: &[Group], plots: &[(String, String)]) -> String {
     let mut targets = String::from("### Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
     // Throughput and CPU (closed loop).
     let mut table = String::from(
-        "### Relay throughput and server CPU (closed loop)\n\n| scenario | target | runs (passed) | connections | msg/s | server µs CPU/msg | server cores |\n|---|---|---|---|---|---|---|\n",
+        "### Relay throughput and server CPU (closed loop)\n\n| scenario | target | runs (passed) | connections | msg/s | server µs CPU/msg | server cores | machine load |\n|---|---|---|---|---|---|---|---|\n",
     );
     let mut any = false;
     for g in groups.iter().filter(|g| g.load == Some(LoadKind::Closed)) {
         any = true;
         let _ = writeln!(
             table,
-            "| {} | {} | {} ({}) | {} | {} | {} | {} |",
+            "| {} | {} | {} ({}) | {} | {} | {} | {} | {} |",
             g.scenario,
             g.target,
             g.runs,
@@ -568,7 +582,8 @@ pub fn relay_section(groups: &[Group], plots: &[(String, String)]) -> String {
             g.connections,
             g.throughput.show(0),
             g.cpu_us_per_message.show(1),
-            g.cpu_utilization.show(2)
+            g.cpu_utilization.show(2),
+            g.load_average.show(1)
         );
         if g.target == "gateway" {
             if let Some(e) = find(&g.scenario, "echo") {
@@ -576,7 +591,7 @@ pub fn relay_section(groups: &[Group], plots: &[(String, String)]) -> String {
                 let c = g.cpu_us_per_message.median / e.cpu_us_per_message.median.max(1e-9);
                 let _ = writeln!(
                     table,
-                    "| {} | **ratio** | | | {} | {} | |",
+                    "| {} | **ratio** | | | {} | {} | | |",
                     g.scenario,
                     ratio(g.throughput.median, e.throughput.median),
                     ratio(g.cpu_us_per_message.median, e.cpu_us_per_message.median)
@@ -602,7 +617,7 @@ pub fn relay_section(groups: &[Group], plots: &[(String, String)]) -> String {
     }
     // Latency (open loop).
     let mut table = String::from(
-        "### Latency at a fixed offered rate (open loop)\n\n| scenario | target | runs (passed) | offered msg/s | delivered msg/s | p50 | p99 | p99.9 | server µs CPU/msg | loader max lag µs |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "### Latency at a fixed offered rate (open loop)\n\n| scenario | target | runs (passed) | offered msg/s | delivered msg/s | p50 | p99 | p99.9 | server µs CPU/msg | loader max lag µs | machine load |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     any = false;
     for g in groups
@@ -612,7 +627,7 @@ pub fn relay_section(groups: &[Group], plots: &[(String, String)]) -> String {
         any = true;
         let _ = writeln!(
             table,
-            "| {} | {} | {} ({}) | {:.0} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} ({}) | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
             g.scenario,
             g.target,
             g.runs,
@@ -623,7 +638,8 @@ pub fn relay_section(groups: &[Group], plots: &[(String, String)]) -> String {
             g.p99.show(0),
             g.p999.show(0),
             g.cpu_us_per_message.show(1),
-            g.max_send_lag_us
+            g.max_send_lag_us,
+            g.load_average.show(1)
         );
         if g.target == "gateway" {
             let _ = writeln!(

@@ -52,6 +52,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     );
     std::fs::create_dir_all(&options.out_dir)?;
     let log = options.out_dir.join("server.log");
+    let starting = tokio::time::Instant::now();
     let server = match options.target {
         Target::Gateway => {
             let config = options.out_dir.join("gateway.toml");
@@ -65,6 +66,11 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     } else {
         Vec::new()
     };
+    eprintln!(
+        "omnigate-loadtest: server up and {} agent tokens minted in {:.1} s",
+        tokens.len(),
+        starting.elapsed().as_secs_f64()
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.threads.max(1))
         .enable_all()
@@ -72,7 +78,12 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     let started_at = now_us() / 1_000_000;
     let outcome = runtime.block_on(drive(&scenario, options.target, &server, tokens));
     drop(runtime);
+    let stopping = tokio::time::Instant::now();
     let clean_exit = server.stop()?;
+    eprintln!(
+        "omnigate-loadtest: server stopped in {:.1} s",
+        stopping.elapsed().as_secs_f64()
+    );
     let mut result = outcome?;
     result.started_at_unix = started_at;
     result.server.clean_exit = clean_exit;
@@ -205,6 +216,7 @@ async fn drive(
             customers.spawn(clients::echo(Arc::clone(&ctx), i));
         }
     }
+    let setup = tokio::time::Instant::now();
     let want = scenario.customers + if gateway { scenario.agents } else { 0 };
     if !wait_ready(&ctx, want, setup_limit).await {
         eprintln!(
@@ -212,6 +224,11 @@ async fn drive(
             ctx.ready.load(Ordering::Relaxed)
         );
     }
+    eprintln!(
+        "omnigate-loadtest: {} clients ready in {:.1} s",
+        ctx.ready.load(Ordering::Relaxed),
+        setup.elapsed().as_secs_f64()
+    );
     let start_us = now_us() + 200_000;
     let measure_from_us = start_us + (scenario.warmup_secs * 1e6) as u64;
     let stop_us = measure_from_us + (scenario.duration_secs * 1e6) as u64;
@@ -255,6 +272,8 @@ async fn drive(
         rss_per_connection_bytes: 0.0,
         connections: want,
         clean_exit: true,
+        preempted_in_window: at_stop.preempted.saturating_sub(at_start.preempted),
+        load_average: at_stop.load_average,
     };
     let mut result = RunResult::new(
         scenario,
@@ -289,16 +308,27 @@ async fn idle(
     for _ in 0..scenario.customers {
         clients.spawn(clients::idle(Arc::clone(&ctx), gateway));
     }
+    let setup = tokio::time::Instant::now();
     if !wait_ready(&ctx, scenario.customers, setup_limit).await {
         eprintln!("omnigate-loadtest: not every idle connection was set up");
     }
+    eprintln!(
+        "omnigate-loadtest: {} connections set up in {:.1} s",
+        ctx.ready.load(Ordering::Relaxed),
+        setup.elapsed().as_secs_f64()
+    );
     sleep(Duration::from_secs_f64(scenario.settle_secs)).await;
     let held = server.sample()?;
     let connections = ctx.ready.load(Ordering::Relaxed);
     sleep(Duration::from_secs_f64(scenario.duration_secs)).await;
     let end = server.sample()?;
     done_tx.send(true)?;
+    let closing = tokio::time::Instant::now();
     join_all(&mut clients, &mut total, Duration::from_secs(30)).await;
+    eprintln!(
+        "omnigate-loadtest: connections closed in {:.1} s",
+        closing.elapsed().as_secs_f64()
+    );
     let metrics = match server.admin {
         Some(admin) => crate::http::scrape(admin).await.unwrap_or_default(),
         None => Vec::new(),
@@ -313,6 +343,8 @@ async fn idle(
         rss_per_connection_bytes: rss.saturating_sub(before.rss_bytes) as f64 / connections.max(1) as f64,
         connections,
         clean_exit: true,
+        preempted_in_window: end.preempted.saturating_sub(held.preempted),
+        load_average: end.load_average,
     };
     let mut result = RunResult::new(scenario, target, &total, 0.0, server_summary, metrics);
     if connections < scenario.customers {

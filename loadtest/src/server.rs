@@ -41,6 +41,10 @@ pub struct ProcSample {
     pub cpu_secs: f64,
     /// Resident set size, bytes.
     pub rss_bytes: u64,
+    /// Times the process was preempted (`nonvoluntary_ctxt_switches`): how contended its CPU was.
+    pub preempted: u64,
+    /// The machine's one-minute load average.
+    pub load_average: f64,
 }
 
 /// A free loopback port (bound, then released).
@@ -83,9 +87,20 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
         .trim_end_matches("kB")
         .trim()
         .parse()?;
+    let preempted = status
+        .lines()
+        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0);
     Ok(ProcSample {
         cpu_secs: ticks as f64 / clock_ticks(),
         rss_bytes: rss_kb * 1024,
+        preempted,
+        load_average,
     })
 }
 
