@@ -11,7 +11,7 @@ use omnigate_loadtest::{echo, report};
 
 const USAGE: &str = "usage: omnigate-loadtest COMMAND
   run SCENARIO [--target gateway|echo] [--out DIR] [--server-cpu N] [--threads N]
-               [--gateway-bin PATH] [--base-config PATH]
+               [--gateway-bin PATH] [--base-config PATH] [--duration SECS]
                      run one scenario; exit 1 when a correctness rule is broken
   echo-baseline SCENARIO [options of run]
                      the same scenario against the bare echo server
@@ -82,6 +82,7 @@ fn run_command(scenario: &Path, mut target: Target, args: &[String]) -> anyhow::
         base_config: crate_dir().join("gateway.toml"),
         out_dir: PathBuf::new(),
         server_cpu: None,
+        duration_secs: None,
         threads: std::thread::available_parallelism().map_or(1, usize::from),
     };
     let mut out = None;
@@ -105,6 +106,7 @@ fn run_command(scenario: &Path, mut target: Target, args: &[String]) -> anyhow::
             "--threads" => options.threads = value()?.parse()?,
             "--gateway-bin" => options.gateway_bin = PathBuf::from(value()?),
             "--base-config" => options.base_config = PathBuf::from(value()?),
+            "--duration" => options.duration_secs = Some(value()?.parse()?),
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
     }

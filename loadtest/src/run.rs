@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub server_cpu: Option<usize>,
     /// Loader runtime worker threads.
     pub threads: usize,
+    /// Measure this many seconds instead of the scenario's `duration_secs` (the result says so).
+    pub duration_secs: Option<f64>,
 }
 
 /// Runs one scenario and writes `result.json`, `result.md` and `latency.svg` into the output folder.
@@ -45,7 +47,11 @@ pub struct RunOptions {
 /// When the server cannot be started or the run cannot be carried out at all; a run that completes with
 /// correctness violations is an `Ok` result with `passed = false`.
 pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
-    let scenario = Scenario::load(&options.scenario)?;
+    let mut scenario = Scenario::load(&options.scenario)?;
+    if let Some(secs) = options.duration_secs {
+        scenario.duration_secs = secs;
+        scenario.check()?;
+    }
     anyhow::ensure!(
         !(options.target == Target::Echo && scenario.mode == Mode::Churn),
         "churn has no echo baseline: the echo server has no sessions to resume"
