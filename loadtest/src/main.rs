@@ -144,6 +144,9 @@ fn summarize(args: &[String]) -> anyhow::Result<bool> {
     let method = method.with_context(|| format!("--method is required\n{USAGE}"))?;
     let plots = plots.with_context(|| format!("--plots is required\n{USAGE}"))?;
     let results = report::read_results(&dirs)?;
+    if let Some(parent) = doc.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
     let groups = report::group(&results);
     std::fs::create_dir_all(&plots)?;
     std::fs::write(plots.join("summary.json"), serde_json::to_string_pretty(&groups)?)?;

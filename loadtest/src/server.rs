@@ -87,11 +87,16 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
         .trim_end_matches("kB")
         .trim()
         .parse()?;
-    let preempted = status
-        .lines()
-        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    // Per thread: /proc/PID/status counts only the main thread, and tokio's workers are others.
+    let preempted = std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum();
     let load_average = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
