@@ -793,33 +793,4 @@ mod tests {
         assert_eq!((s.median, s.min, s.max, s.n), (3.0, 1.0, 10.0, 5));
         assert_eq!(Spread::of([1.0, 2.0]).median, 1.5);
     }
-
-    #[test]
-    fn replacing_a_section_keeps_the_others() {
-        let dir = std::env::temp_dir().join(format!("omnigate-loadtest-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("performance.md");
-        std::fs::write(
-            &path,
-            "# Performance\n\n## Router\n\nrouter text\n\n## Method\n\nold\n",
-        )
-        .unwrap();
-        replace_sections(
-            &path,
-            "Performance",
-            &[
-                ("Method", "## Method\n\nnew\n".to_owned()),
-                ("Relay", "## Relay\n\nfigures\n".to_owned()),
-            ],
-        )
-        .unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.contains("router text") && text.contains("new") && !text.contains("old"),
-            "{text}"
-        );
-        assert!(text.find("## Router").unwrap() < text.find("## Method").unwrap());
-        assert!(text.trim_end().ends_with("figures"));
-        std::fs::remove_dir_all(dir).unwrap();
-    }
 }
