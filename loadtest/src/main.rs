@@ -10,7 +10,7 @@ use omnigate_loadtest::server::Target;
 use omnigate_loadtest::{echo, report};
 
 const USAGE: &str = "usage: omnigate-loadtest COMMAND
-  run SCENARIO [--target gateway|echo] [--out DIR] [--server-cpu N] [--threads N]
+  run SCENARIO [--target gateway|echo|node] [--out DIR] [--server-cpu N] [--threads N]
                [--gateway-bin PATH] [--base-config PATH] [--duration SECS]
                      run one scenario; exit 1 when a correctness rule is broken
   echo-baseline SCENARIO [options of run]
@@ -97,6 +97,7 @@ fn run_command(scenario: &Path, mut target: Target, args: &[String]) -> anyhow::
                 target = match value()?.as_str() {
                     "gateway" => Target::Gateway,
                     "echo" => Target::Echo,
+                    "node" => Target::Node,
                     other => bail!("unknown target {other:?}"),
                 };
                 options.target = target;
@@ -162,7 +163,7 @@ fn summarize(args: &[String]) -> anyhow::Result<bool> {
     scenarios.dedup();
     for scenario in scenarios {
         let mut series = Vec::new();
-        for target in ["echo", "gateway"] {
+        for target in ["echo", "gateway", "node"] {
             let mut runs: Vec<&report::RunResult> = results
                 .iter()
                 .filter(|r| r.scenario == scenario && r.target == target && r.latency_us.count > 0)

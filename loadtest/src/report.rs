@@ -177,10 +177,7 @@ impl RunResult {
         RunResult {
             scenario: scenario.name.clone(),
             mode: scenario.mode,
-            target: match target {
-                Target::Gateway => "gateway".to_owned(),
-                Target::Echo => "echo".to_owned(),
-            },
+            target: target.name().to_owned(),
             seed: scenario.seed,
             customers: scenario.customers,
             agents: if target == Target::Gateway {

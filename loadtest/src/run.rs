@@ -53,7 +53,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         scenario.check()?;
     }
     anyhow::ensure!(
-        !(options.target == Target::Echo && scenario.mode == Mode::Churn),
+        !(options.target != Target::Gateway && scenario.mode == Mode::Churn),
         "churn has no echo baseline: the echo server has no sessions to resume"
     );
     std::fs::create_dir_all(&options.out_dir)?;
@@ -66,6 +66,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             Server::start_gateway(&options.gateway_bin, &config, options.server_cpu, &log)?
         }
         Target::Echo => Server::start_echo(options.server_cpu, &log)?,
+        Target::Node => Server::start_node(options.server_cpu, &log)?,
     };
     let tokens = if options.target == Target::Gateway && scenario.mode != Mode::Idle {
         mint_tokens(&server, scenario.agents)?
@@ -369,9 +370,5 @@ pub fn default_out_dir(root: &Path, scenario: &Path, target: Target) -> anyhow::
         .file_stem()
         .context("scenario path has no file name")?
         .to_string_lossy();
-    let target = match target {
-        Target::Gateway => "gateway",
-        Target::Echo => "echo",
-    };
-    Ok(root.join(format!("{name}-{target}-{}", now_us() / 1_000_000)))
+    Ok(root.join(format!("{name}-{}-{}", target.name(), now_us() / 1_000_000)))
 }

@@ -18,6 +18,19 @@ pub enum Target {
     Gateway,
     /// The bare tokio-tungstenite echo server in this crate.
     Echo,
+    /// A Node `ws@8` echo server (`loadtest/node-echo/echo.js`), the mainstream reference.
+    Node,
+}
+
+impl Target {
+    /// The name used in results and folders.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Gateway => "gateway",
+            Target::Echo => "echo",
+            Target::Node => "node",
+        }
+    }
 }
 
 /// A server process started for one run; stopped (and reaped) on drop.
@@ -206,6 +219,38 @@ impl Server {
             admin: None,
             config: None,
             binary: me,
+        };
+        server.wait_listening(public)?;
+        Ok(server)
+    }
+
+    /// Starts `node loadtest/node-echo/echo.js` (after `npm install` in that folder) on a free loopback port.
+    ///
+    /// # Errors
+    /// When node or the `ws` package is missing, or it does not listen within 30 seconds.
+    pub fn start_node(cpu: Option<usize>, log: &Path) -> anyhow::Result<Server> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node-echo");
+        ensure!(
+            dir.join("node_modules/ws").is_dir(),
+            "run `npm install` in {} first",
+            dir.display()
+        );
+        let public = free_port()?;
+        let log_file = std::fs::File::create(log)?;
+        let child = pinned(Path::new("node"), cpu)
+            .arg(dir.join("echo.js"))
+            .arg(public.to_string())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .context("start node")?;
+        let mut server = Server {
+            child,
+            public,
+            admin: None,
+            config: None,
+            binary: PathBuf::from("node"),
         };
         server.wait_listening(public)?;
         Ok(server)
