@@ -1,0 +1,374 @@
+//! One run of one scenario against one target: start the server, connect, drive the timeline, sample
+//! procfs, stop the server, and return the result.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use dashmap::DashMap;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout, Duration};
+
+use crate::clients::{self, Ctx, Phases};
+use crate::report::{RunResult, ServerSummary};
+use crate::scenario::{LoadKind, Mode, Scenario};
+use crate::server::{self, ProcSample, Server, Target};
+use crate::tally::{now_us, Tally};
+
+/// The widget key of `loadtest/gateway.toml`.
+pub const WIDGET_KEY: &str = "loadtest-widget-key";
+
+/// How a run is set up.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// Gateway or echo baseline.
+    pub target: Target,
+    /// The `omnigate` binary.
+    pub gateway_bin: PathBuf,
+    /// The base gateway configuration (`loadtest/gateway.toml`).
+    pub base_config: PathBuf,
+    /// Where the result, the table, the plot and the server log go.
+    pub out_dir: PathBuf,
+    /// Pin the server to this CPU (`taskset -c`).
+    pub server_cpu: Option<usize>,
+    /// Loader runtime worker threads.
+    pub threads: usize,
+    /// Measure this many seconds instead of the scenario's `duration_secs` (the result says so).
+    pub duration_secs: Option<f64>,
+}
+
+/// Runs one scenario and writes `result.json`, `result.md` and `latency.svg` into the output folder.
+///
+/// # Errors
+/// When the server cannot be started or the run cannot be carried out at all; a run that completes with
+/// correctness violations is an `Ok` result with `passed = false`.
+pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
+    let mut scenario = Scenario::load(&options.scenario)?;
+    if let Some(secs) = options.duration_secs {
+        scenario.duration_secs = secs;
+        scenario.check()?;
+    }
+    anyhow::ensure!(
+        !(options.target != Target::Gateway && scenario.mode == Mode::Churn),
+        "churn has no echo baseline: the echo server has no sessions to resume"
+    );
+    std::fs::create_dir_all(&options.out_dir)?;
+    let log = options.out_dir.join("server.log");
+    let starting = tokio::time::Instant::now();
+    let server = match options.target {
+        Target::Gateway => {
+            let config = options.out_dir.join("gateway.toml");
+            server::write_gateway_config(&options.base_config, &scenario, &config)?;
+            Server::start_gateway(&options.gateway_bin, &config, options.server_cpu, &log)?
+        }
+        Target::Echo => Server::start_echo(options.server_cpu, &log)?,
+        Target::Node => Server::start_node(options.server_cpu, &log)?,
+    };
+    let tokens = if options.target == Target::Gateway && scenario.mode != Mode::Idle {
+        mint_tokens(&server, scenario.agents)?
+    } else {
+        Vec::new()
+    };
+    eprintln!(
+        "omnigate-loadtest: server up and {} agent tokens minted in {:.1} s",
+        tokens.len(),
+        starting.elapsed().as_secs_f64()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads.max(1))
+        .enable_all()
+        .build()?;
+    let started_at = now_us() / 1_000_000;
+    let outcome = runtime.block_on(drive(&scenario, options.target, &server, tokens));
+    drop(runtime);
+    let stopping = tokio::time::Instant::now();
+    let clean_exit = server.stop()?;
+    eprintln!(
+        "omnigate-loadtest: server stopped in {:.1} s",
+        stopping.elapsed().as_secs_f64()
+    );
+    let mut result = outcome?;
+    result.started_at_unix = started_at;
+    result.server.clean_exit = clean_exit;
+    if !clean_exit {
+        result
+            .violations
+            .push("server did not exit cleanly on SIGTERM".to_owned());
+        result.passed = false;
+    }
+    crate::report::write_run(&result, &options.out_dir)?;
+    Ok(result)
+}
+
+/// Agent tokens from the gateway binary, four `omnigate token` processes at a time.
+fn mint_tokens(server: &Server, agents: usize) -> anyhow::Result<Vec<String>> {
+    let ids: Vec<String> = (0..agents).map(server::agent_id).collect();
+    let mut tokens = vec![String::new(); agents];
+    let chunk = agents.div_ceil(4).max(1);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let handles: Vec<_> = ids
+            .chunks(chunk)
+            .zip(tokens.chunks_mut(chunk))
+            .map(|(ids, out)| {
+                scope.spawn(move || -> anyhow::Result<()> {
+                    for (id, slot) in ids.iter().zip(out.iter_mut()) {
+                        *slot = server.agent_token(id)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("token thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(tokens)
+}
+
+async fn wait_ready(ctx: &Ctx, want: usize, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let ready = ctx.ready.load(Ordering::Relaxed);
+        if ready >= want {
+            return true;
+        }
+        // A client that gave up during set-up will never be ready.
+        if ready + ctx.gave_up.load(Ordering::Relaxed) >= want {
+            return false;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn join_all(tasks: &mut JoinSet<Tally>, total: &mut Tally, limit: Duration) {
+    let collected = timeout(limit, async {
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(tally) => total.merge(&tally),
+                Err(_) => total.error("client_task_panicked"),
+            }
+        }
+    })
+    .await;
+    if collected.is_err() {
+        let stuck = tasks.len() as u64;
+        tasks.abort_all();
+        *total.errors.entry("client_stuck".to_owned()).or_default() += stuck;
+    }
+}
+
+async fn drive(
+    scenario: &Scenario,
+    target: Target,
+    server: &Server,
+    tokens: Vec<String>,
+) -> anyhow::Result<RunResult> {
+    let (phases_tx, phases_rx) = watch::channel(None);
+    let (done_tx, done_rx) = watch::channel(false);
+    let gateway = target == Target::Gateway;
+    let relayed_per_send = if gateway { 2.0 } else { 1.0 };
+    let interval_us = scenario.load.as_ref().map_or(0.0, |l| {
+        if l.kind == LoadKind::Open {
+            1e6 * scenario.customers as f64 * relayed_per_send / l.rate
+        } else {
+            0.0
+        }
+    });
+    let mean = |per_sec: f64, count: usize| (per_sec > 0.0).then(|| 1e6 * count as f64 / per_sec);
+    let ctx = Arc::new(Ctx {
+        addr: server.public,
+        widget_key: WIDGET_KEY.to_owned(),
+        load: scenario.load.clone(),
+        interval_us,
+        seed: scenario.seed,
+        capacity: scenario.agent_capacity as usize,
+        customer_drop_mean_us: mean(scenario.churn.customer_drops_per_sec, scenario.customers),
+        agent_drop_mean_us: mean(scenario.churn.agent_drops_per_sec, scenario.agents),
+        connect: Semaphore::new(scenario.connect_concurrency),
+        ready: AtomicUsize::new(0),
+        phases: phases_rx,
+        done: done_rx,
+        assignments: DashMap::new(),
+        reported: AtomicUsize::new(0),
+        gave_up: AtomicUsize::new(0),
+    });
+    let setup_limit = Duration::from_secs_f64(30.0 + scenario.customers as f64 / 100.0);
+    let mut total = Tally::default();
+    let before = server.sample()?;
+    if scenario.mode == Mode::Idle {
+        return idle(scenario, target, server, ctx, done_tx, before, setup_limit).await;
+    }
+    let mut agents = JoinSet::new();
+    let mut customers = JoinSet::new();
+    if gateway {
+        for (i, token) in tokens.into_iter().enumerate() {
+            agents.spawn(clients::agent(Arc::clone(&ctx), i, token));
+        }
+        if !wait_ready(&ctx, scenario.agents, setup_limit).await {
+            eprintln!("omnigate-loadtest: not every agent became ready");
+        }
+    }
+    for i in 0..scenario.customers as u32 {
+        if gateway {
+            customers.spawn(clients::customer(Arc::clone(&ctx), i));
+        } else {
+            customers.spawn(clients::echo(Arc::clone(&ctx), i));
+        }
+    }
+    let setup = tokio::time::Instant::now();
+    let want = scenario.customers + if gateway { scenario.agents } else { 0 };
+    if !wait_ready(&ctx, want, setup_limit).await {
+        eprintln!(
+            "omnigate-loadtest: only {} of {want} clients ready; running with them",
+            ctx.ready.load(Ordering::Relaxed)
+        );
+    }
+    eprintln!(
+        "omnigate-loadtest: {} clients ready in {:.1} s",
+        ctx.ready.load(Ordering::Relaxed),
+        setup.elapsed().as_secs_f64()
+    );
+    let start_us = now_us() + 200_000;
+    let measure_from_us = start_us + (scenario.warmup_secs * 1e6) as u64;
+    let stop_us = measure_from_us + (scenario.duration_secs * 1e6) as u64;
+    let phases = Phases {
+        start_us,
+        measure_from_us,
+        stop_us,
+        drain_until_us: stop_us + (scenario.drain_secs * 1e6) as u64,
+    };
+    phases_tx.send(Some(phases))?;
+    sleep(Duration::from_micros(measure_from_us.saturating_sub(now_us()))).await;
+    let at_start = server.sample()?;
+    sleep(Duration::from_micros(stop_us.saturating_sub(now_us()))).await;
+    let at_stop = server.sample()?;
+    join_all(
+        &mut customers,
+        &mut total,
+        Duration::from_secs_f64(scenario.drain_secs + 15.0),
+    )
+    .await;
+    done_tx.send(true)?;
+    join_all(&mut agents, &mut total, Duration::from_secs(15)).await;
+    let metrics = match server.admin {
+        Some(admin) => crate::http::scrape(admin).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let after = server.sample()?;
+    let delivered = total.delivered_in_window;
+    let cpu = at_stop.cpu_secs - at_start.cpu_secs;
+    let window = scenario.duration_secs;
+    let server_summary = ServerSummary {
+        cpu_secs_in_window: cpu,
+        cpu_utilization: cpu / window,
+        cpu_us_per_message: if delivered > 0 {
+            cpu * 1e6 / delivered as f64
+        } else {
+            0.0
+        },
+        rss_before_bytes: before.rss_bytes,
+        rss_after_bytes: after.rss_bytes.max(at_stop.rss_bytes),
+        rss_per_connection_bytes: 0.0,
+        connections: want,
+        clean_exit: true,
+        preempted_in_window: at_stop.preempted.saturating_sub(at_start.preempted),
+        load_average: at_stop.load_average,
+    };
+    let mut result = RunResult::new(
+        scenario,
+        target,
+        &total,
+        delivered as f64 / window,
+        server_summary,
+        metrics,
+    );
+    if delivered == 0 {
+        result
+            .violations
+            .push("nothing was delivered in the measured window".to_owned());
+        result.passed = false;
+    }
+    Ok(result)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn idle(
+    scenario: &Scenario,
+    target: Target,
+    server: &Server,
+    ctx: Arc<Ctx>,
+    done_tx: watch::Sender<bool>,
+    before: ProcSample,
+    setup_limit: Duration,
+) -> anyhow::Result<RunResult> {
+    let gateway = target == Target::Gateway;
+    let mut total = Tally::default();
+    let mut clients = JoinSet::new();
+    for _ in 0..scenario.customers {
+        clients.spawn(clients::idle(Arc::clone(&ctx), gateway));
+    }
+    let setup = tokio::time::Instant::now();
+    if !wait_ready(&ctx, scenario.customers, setup_limit).await {
+        eprintln!("omnigate-loadtest: not every idle connection was set up");
+    }
+    eprintln!(
+        "omnigate-loadtest: {} connections set up in {:.1} s",
+        ctx.ready.load(Ordering::Relaxed),
+        setup.elapsed().as_secs_f64()
+    );
+    sleep(Duration::from_secs_f64(scenario.settle_secs)).await;
+    let held = server.sample()?;
+    let connections = ctx.ready.load(Ordering::Relaxed);
+    sleep(Duration::from_secs_f64(scenario.duration_secs)).await;
+    let end = server.sample()?;
+    done_tx.send(true)?;
+    let closing = tokio::time::Instant::now();
+    join_all(&mut clients, &mut total, Duration::from_secs(30)).await;
+    eprintln!(
+        "omnigate-loadtest: connections closed in {:.1} s",
+        closing.elapsed().as_secs_f64()
+    );
+    let metrics = match server.admin {
+        Some(admin) => crate::http::scrape(admin).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let rss = held.rss_bytes.max(end.rss_bytes);
+    let server_summary = ServerSummary {
+        cpu_secs_in_window: end.cpu_secs - held.cpu_secs,
+        cpu_utilization: (end.cpu_secs - held.cpu_secs) / scenario.duration_secs,
+        cpu_us_per_message: 0.0,
+        rss_before_bytes: before.rss_bytes,
+        rss_after_bytes: rss,
+        rss_per_connection_bytes: rss.saturating_sub(before.rss_bytes) as f64 / connections.max(1) as f64,
+        connections,
+        clean_exit: true,
+        preempted_in_window: end.preempted.saturating_sub(held.preempted),
+        load_average: end.load_average,
+    };
+    let mut result = RunResult::new(scenario, target, &total, 0.0, server_summary, metrics);
+    if connections < scenario.customers {
+        result.violations.push(format!(
+            "only {connections} of {} connections were held",
+            scenario.customers
+        ));
+        result.passed = false;
+    }
+    Ok(result)
+}
+
+/// The default output folder of a run: `target/loadtest/<scenario>-<target>-<unix seconds>`.
+pub fn default_out_dir(root: &Path, scenario: &Path, target: Target) -> anyhow::Result<PathBuf> {
+    let name = scenario
+        .file_stem()
+        .context("scenario path has no file name")?
+        .to_string_lossy();
+    Ok(root.join(format!("{name}-{}-{}", target.name(), now_us() / 1_000_000)))
+}
