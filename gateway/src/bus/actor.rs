@@ -428,7 +428,7 @@ impl BusActor {
             return;
         };
         if let Some(agent) = conv.record.agent.as_deref().filter(|a| conv.assigned_to(a)) {
-            if let Some(entry) = self.agents.get(agent) {
+            if let Some(entry) = self.agents.get(agent).filter(|e| !e.conns.is_empty()) {
                 let frame = protocol::event(protocol::event_payload(id, event, View::Agent, None));
                 for c in &entry.conns {
                     c.push(Outbound::Event {
@@ -443,6 +443,10 @@ impl BusActor {
             return;
         };
         let customer = conv.record.customer.clone();
+        if self.customers.get(&customer).is_none_or(|e| e.conns.is_empty()) {
+            // Nobody to tell now; the customer's devices replay from the log when they connect.
+            return;
+        }
         let read_position = match &event.kind {
             EventKind::Read { up_to_seq, .. } => self.store.customer_position(id, *up_to_seq).await.ok(),
             _ => None,

@@ -38,6 +38,9 @@ impl Role {
     }
 }
 
+/// Most queued items delivered before a flush.
+const FLUSH_BATCH: usize = 64;
+
 /// The socket could not be written; the session ends.
 #[derive(Debug)]
 pub(super) struct Gone;
@@ -201,8 +204,25 @@ async fn serve(
 }
 
 impl Session {
+    /// Queues a frame on the socket; it is written at the next flush (or once the write buffer fills).
     pub(super) async fn send(&mut self, frame: FrameText) -> Result<(), Gone> {
-        self.sink.send(Message::Text(frame)).await.map_err(|_| Gone)
+        self.sink.feed(Message::Text(frame)).await.map_err(|_| Gone)
+    }
+
+    /// Delivers what the bus has already queued (at most a bounded batch), then writes everything out at once:
+    /// an ack and the events it caused leave in one write instead of one syscall each.
+    async fn flush_ready(
+        &mut self,
+        rx: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<Option<(u16, &'static str)>, Gone> {
+        for _ in 0..FLUSH_BATCH {
+            let Ok(item) = rx.try_recv() else { break };
+            if let Some(close) = self.deliver(item).await? {
+                return Ok(Some(close));
+            }
+        }
+        self.sink.flush().await.map_err(|_| Gone)?;
+        Ok(None)
     }
 
     async fn close(&mut self, code: u16, reason: &str) -> u16 {
@@ -237,6 +257,11 @@ impl Session {
         let mut strikes = 0u32;
         let ingress = self.state.shutdown.ingress().clone();
         loop {
+            match self.flush_ready(&mut rx).await {
+                Ok(None) => {}
+                Ok(Some((code, reason))) => return self.close(code, reason).await,
+                Err(Gone) => return 1006,
+            }
             tokio::select! {
                 () = ingress.cancelled() => return self.close(close::RESTART, "server restarting").await,
                 () = overflow.cancelled() => return self.close(close::TRY_AGAIN_LATER, "too far behind; resume").await,
