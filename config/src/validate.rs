@@ -151,6 +151,8 @@ impl Config {
             }
         }
 
+        self.channels.check(&mut problem);
+
         if problems.is_empty() {
             Ok(())
         } else {

@@ -7,14 +7,23 @@
 //! - `gateway.rs`: [`TestGateway`]
 //! - `client.rs`: [`WsClient`], [`Customer`], [`Agent`]
 //! - `http.rs`: [`http_request`]
+//! - `fake_wechat.rs`: [`FakeWechat`], the WeChat API on loopback, checking every request
+//! - `wechat_client.rs`: WeChat's side of the callback (signed plain and safe-mode pushes)
 
 mod client;
+mod fake_wechat;
 mod gateway;
 mod http;
+mod wechat_client;
 
 pub use client::{Agent, Customer, WsClient, RECV_TIMEOUT};
+pub use fake_wechat::{FakeWechat, SendScript, SentCustom};
 pub use gateway::{agents, test_config, TestGateway};
 pub use http::{http_request, HttpResponse};
+pub use wechat_client::{
+    image_xml, push as wechat_push, signed_push, text_xml, Mode, WECHAT_AES_KEY, WECHAT_APPID,
+    WECHAT_ORIGINAL_ID, WECHAT_SECRET, WECHAT_TOKEN,
+};
 
 /// Waits until `$cond` holds, polling every 10 ms, failing after 10 s. Never a fixed sleep.
 #[macro_export]

@@ -36,6 +36,8 @@ pub struct BusSettings {
     pub default_queue: String,
     /// Configured agents: id, display name and routing spec.
     pub agents: Vec<(String, String, AgentSpec)>,
+    /// Where agents' messages on connector channels (WeChat, SMS) go; `None` when no connector is configured.
+    pub outbound: Option<Arc<dyn super::ChannelOutbound>>,
 }
 
 #[derive(Debug)]
@@ -230,6 +232,14 @@ impl BusActor {
                 conversation,
                 reply,
             } => drop(reply.send(self.access(&who, &conversation))),
+            Command::ChannelInbound { inbound, reply } => {
+                drop(reply.send(self.channel_inbound(inbound).await));
+            }
+            Command::Delivery {
+                conversation,
+                update,
+                reply,
+            } => drop(reply.send(self.delivery_updated(conversation, update).await)),
         }
     }
 
@@ -435,7 +445,7 @@ impl BusActor {
         }
     }
 
-    async fn customer_send(
+    pub(super) async fn customer_send(
         &mut self,
         customer: CustomerId,
         channel: Channel,
@@ -652,6 +662,13 @@ impl BusActor {
             metrics::duplicate_send();
         } else {
             metrics::message_stored(role);
+            if let EventKind::Message {
+                message_id, content, ..
+            } = &appended.event().kind
+            {
+                self.hand_to_channel(&id, message_id.clone(), content.clone())
+                    .await;
+            }
         }
         let event = appended.event();
         let message_id = match &event.kind {

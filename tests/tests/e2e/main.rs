@@ -8,3 +8,4 @@ mod conversation;
 mod delivery;
 mod parallel;
 mod routing;
+mod wechat;

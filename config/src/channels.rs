@@ -1,0 +1,323 @@
+//! Channel connectors: WeChat Official Accounts, Twilio SMS, and the outbound delivery outbox they share.
+//!
+//! Provider base URLs are configuration so tests point them at fake servers on loopback; secrets are
+//! [`SecretString`]s. `docs/channels.md` says what to paste where in each provider's console.
+
+use std::collections::BTreeSet;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Every channel connector the gateway mounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Channels {
+    /// WeChat Official Accounts, each served at `/channels/wechat/{id}`.
+    pub wechat: Vec<WechatAccount>,
+    /// Twilio accounts, each served at `/channels/twilio/{id}/sms` and `/channels/twilio/{id}/status`.
+    pub twilio: Vec<TwilioAccount>,
+    /// Retries, backoff and dead-lettering of agents' replies.
+    pub outbox: Outbox,
+    /// How long an inbound webhook may wait for its message to be in the conversation log before answering
+    /// 503 (so the provider retries); below WeChat's 5 s limit.
+    pub ingest_deadline_ms: u64,
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        Self {
+            wechat: Vec::new(),
+            twilio: Vec::new(),
+            outbox: Outbox::default(),
+            ingest_deadline_ms: 4_000,
+        }
+    }
+}
+
+/// One WeChat Official Account (公众号).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatAccount {
+    /// Path segment of the callback URL (`/channels/wechat/{id}`): `[A-Za-z0-9_-]`, 1..=64.
+    pub id: String,
+    /// The AppID (开发者ID).
+    pub appid: String,
+    /// The AppSecret, used to fetch access tokens.
+    pub app_secret: SecretString,
+    /// The Token pasted in the console's server configuration (令牌).
+    pub token: SecretString,
+    /// EncodingAESKeys (消息加解密密钥), current first, then the previous one during a rotation; empty for plain
+    /// mode.
+    #[serde(default)]
+    pub encoding_aes_keys: Vec<SecretString>,
+    /// The account's original id (`gh_…`); when set, pushes addressed to another account are refused.
+    #[serde(default)]
+    pub original_id: String,
+    /// Queue new conversations from this account enter; the routing default when empty.
+    #[serde(default)]
+    pub queue: String,
+    /// Base URL of the WeChat API.
+    #[serde(default = "default_wechat_api")]
+    pub api_base_url: String,
+    /// Customer-service messages allowed per 48 h window after a customer message (WeChat changed 20 → 5).
+    #[serde(default = "default_wechat_quota")]
+    pub message_quota: u32,
+    /// The window after a customer message, in seconds.
+    #[serde(default = "default_wechat_window")]
+    pub message_window_secs: u64,
+    /// Largest accepted push body, in bytes.
+    #[serde(default = "default_webhook_body")]
+    pub max_body_bytes: usize,
+    /// Customer-service API calls per second at most.
+    #[serde(default = "default_rate")]
+    pub rate_per_second: u32,
+}
+
+/// One Twilio account sending and receiving SMS on one number (or messaging service).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioAccount {
+    /// Path segment of the webhook URLs (`/channels/twilio/{id}/sms`): `[A-Za-z0-9_-]`, 1..=64.
+    pub id: String,
+    /// The AccountSid (`AC…`); webhooks of other accounts are refused.
+    pub account_sid: String,
+    /// The primary auth token: Basic auth of the Messages API and the key of `X-Twilio-Signature`.
+    pub auth_token: SecretString,
+    /// The secondary auth token, also accepted on webhooks during a rotation.
+    #[serde(default)]
+    pub secondary_auth_token: Option<SecretString>,
+    /// The sending number (E.164); or set `messaging_service_sid`.
+    #[serde(default)]
+    pub from: String,
+    /// The Messaging Service (`MG…`) that sends instead of `from`.
+    #[serde(default)]
+    pub messaging_service_sid: String,
+    /// Queue new conversations from this number enter; the routing default when empty.
+    #[serde(default)]
+    pub queue: String,
+    /// Base URL of the Twilio REST API.
+    #[serde(default = "default_twilio_api")]
+    pub api_base_url: String,
+    /// Largest accepted webhook body, in bytes.
+    #[serde(default = "default_webhook_body")]
+    pub max_body_bytes: usize,
+    /// Messages API calls per second at most.
+    #[serde(default = "default_rate")]
+    pub rate_per_second: u32,
+}
+
+/// Delivery of agents' replies through the providers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Outbox {
+    /// Attempts per message before it is dead-lettered (retryable failures only; a permanent refusal
+    /// dead-letters at once).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// Timeout of one provider request.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+fn default_wechat_api() -> String {
+    "https://api.weixin.qq.com".to_owned()
+}
+
+fn default_twilio_api() -> String {
+    "https://api.twilio.com".to_owned()
+}
+
+fn default_wechat_quota() -> u32 {
+    5
+}
+
+fn default_wechat_window() -> u64 {
+    48 * 3600
+}
+
+fn default_webhook_body() -> usize {
+    64 * 1024
+}
+
+fn default_rate() -> u32 {
+    20
+}
+
+fn valid_path_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn valid_base_url(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
+}
+
+impl Channels {
+    /// Checks the channel settings, reporting each problem through `problem`.
+    pub(crate) fn check(&self, problem: &mut impl FnMut(String)) {
+        let mut ids = BTreeSet::new();
+        for account in &self.wechat {
+            let name = format!("channels.wechat {:?}", account.id);
+            if !valid_path_id(&account.id) {
+                problem(format!("{name}: id must be 1..=64 characters of [A-Za-z0-9_-]"));
+            }
+            if !ids.insert(account.id.as_str()) {
+                problem(format!("{name}: id is used twice"));
+            }
+            if account.appid.is_empty() {
+                problem(format!("{name}: appid must be set"));
+            }
+            if account.token.expose_secret().is_empty() {
+                problem(format!("{name}: token must be set"));
+            }
+            if account.app_secret.expose_secret().is_empty() {
+                problem(format!("{name}: app_secret must be set"));
+            }
+            for key in &account.encoding_aes_keys {
+                let key = key.expose_secret();
+                if key.len() != 43 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    problem(format!(
+                        "{name}: every encoding_aes_key must be 43 characters of [A-Za-z0-9]"
+                    ));
+                }
+            }
+            if !valid_base_url(&account.api_base_url) {
+                problem(format!(
+                    "{name}: api_base_url must start with https:// or http://"
+                ));
+            }
+            if account.message_quota == 0 || account.message_window_secs == 0 {
+                problem(format!(
+                    "{name}: message_quota and message_window_secs must be positive"
+                ));
+            }
+            if account.max_body_bytes == 0 || account.rate_per_second == 0 {
+                problem(format!(
+                    "{name}: max_body_bytes and rate_per_second must be positive"
+                ));
+            }
+        }
+        let mut ids = BTreeSet::new();
+        for account in &self.twilio {
+            let name = format!("channels.twilio {:?}", account.id);
+            if !valid_path_id(&account.id) {
+                problem(format!("{name}: id must be 1..=64 characters of [A-Za-z0-9_-]"));
+            }
+            if !ids.insert(account.id.as_str()) {
+                problem(format!("{name}: id is used twice"));
+            }
+            if !account.account_sid.starts_with("AC") {
+                problem(format!("{name}: account_sid must start with AC"));
+            }
+            if account.auth_token.expose_secret().is_empty() {
+                problem(format!("{name}: auth_token must be set"));
+            }
+            if account.from.is_empty() == account.messaging_service_sid.is_empty() {
+                problem(format!(
+                    "{name}: set exactly one of from and messaging_service_sid"
+                ));
+            }
+            if !valid_base_url(&account.api_base_url) {
+                problem(format!(
+                    "{name}: api_base_url must start with https:// or http://"
+                ));
+            }
+            if account.max_body_bytes == 0 || account.rate_per_second == 0 {
+                problem(format!(
+                    "{name}: max_body_bytes and rate_per_second must be positive"
+                ));
+            }
+        }
+        let o = &self.outbox;
+        if o.max_attempts == 0 || o.retry_base_ms == 0 || o.request_timeout_ms == 0 {
+            problem(
+                "channels.outbox: max_attempts, retry_base_ms and request_timeout_ms must be positive"
+                    .to_owned(),
+            );
+        }
+        if o.retry_max_ms < o.retry_base_ms {
+            problem("channels.outbox: retry_max_ms must be at least retry_base_ms".to_owned());
+        }
+        if self.ingest_deadline_ms == 0 || self.ingest_deadline_ms >= 5_000 {
+            problem(
+                "channels.ingest_deadline_ms must be within 1..5000 (WeChat waits 5 s at most)".to_owned(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load_from_str;
+
+    #[test]
+    fn channel_accounts_load_with_defaults_and_are_checked() {
+        let toml = r#"
+[auth]
+jwt_secret = "0123456789abcdef0123456789abcdef"
+[[channels.wechat]]
+id = "main"
+appid = "wx5f1e2d3c4b5a6978"
+app_secret = "s"
+token = "gatewaytoken"
+encoding_aes_keys = ["Gw8tVx3kQm7Zr2Lp9Nc4Hb6Jd1Fs5Ty0Ue3Wa8Xo2Ri"]
+[[channels.twilio]]
+id = "us"
+account_sid = "ACa1"
+auth_token = "t"
+from = "+14155550100"
+"#;
+        let config = load_from_str(Some(toml), &Default::default()).unwrap();
+        let wechat = &config.channels.wechat[0];
+        assert_eq!(wechat.api_base_url, "https://api.weixin.qq.com");
+        assert_eq!(wechat.message_quota, 5);
+        assert_eq!(config.channels.twilio[0].api_base_url, "https://api.twilio.com");
+        assert_eq!(config.channels.outbox.max_attempts, 8);
+
+        let bad = r#"
+[auth]
+jwt_secret = "0123456789abcdef0123456789abcdef"
+[[channels.wechat]]
+id = "a/b"
+appid = ""
+app_secret = ""
+token = ""
+encoding_aes_keys = ["short"]
+[[channels.twilio]]
+id = "us"
+account_sid = "XX"
+auth_token = "t"
+"#;
+        let err = load_from_str(Some(bad), &Default::default())
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "a/b",
+            "appid",
+            "token must be set",
+            "encoding_aes_key",
+            "AC",
+            "exactly one",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+        let unknown = "[channels]\nsurprise = 1\n";
+        assert!(load_from_str(Some(unknown), &Default::default()).is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! Channel connectors' IO: the providers' webhooks mounted on the public listener, the outbound outbox and the
+//! provider clients. The protocols themselves (signatures, crypto, wire types, normalization) are
+//! `omnigate-connectors`; this module only moves bytes and state.
+//!
+//! Inbound: verify → normalize → resolve the customer → the bus stores the message and its raw payload
+//! (idempotent on the provider's dedupe key) → only then answer 2xx. A store failure answers 503 so the
+//! provider retries: nothing acknowledged is lost, and a retry makes no second message.
+//!
+//! Layout:
+//! - `connector.rs`: the [`Connector`] trait every sender implements
+//! - `http_client.rs`: the shared rustls HTTP client
+//! - `address.rs`: where to answer each conversation (account, identity, reply window)
+//! - `outbox.rs`: retries with backoff and jitter, per-account pace, dead letters
+//! - `token.rs`: the WeChat access_token owner
+//! - `wechat.rs`: WeChat Official Account routes and sender
+
+pub mod address;
+pub mod connector;
+pub mod http_client;
+pub mod outbox;
+pub mod token;
+pub mod wechat;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http::header::CONTENT_TYPE;
+use http::StatusCode;
+use omnigate_config::Channels as ChannelsConfig;
+use omnigate_connectors::model::{Channel, InboundMessage};
+use omnigate_connectors::InboundError;
+
+use crate::bus::{Bus, BusError, ChannelInbound, SendAck};
+use crate::clock::unix_ms;
+use crate::shutdown::Shutdown;
+use crate::store::ContextStore;
+use crate::telemetry::metrics;
+
+pub use address::{Address, AddressBook};
+pub use connector::{Connector, Receipt};
+pub use outbox::{outbox, Outbox, OutboxHandle, OutboxParts, SentRecord};
+
+/// Why a webhook was not accepted. Becomes the response; logged once here, inside the request's span (which
+/// carries the request id).
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// No connector is configured under this path.
+    #[error("unknown channel account")]
+    UnknownAccount,
+    /// The provider request failed verification or parsing; nothing of it was processed.
+    #[error("{channel}: {error}")]
+    Refused {
+        /// Which channel refused it.
+        channel: &'static str,
+        /// Why.
+        error: InboundError,
+    },
+    /// The message could not be stored in time: the provider should retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl WebhookError {
+    fn refused(channel: Channel, error: InboundError) -> WebhookError {
+        WebhookError::Refused {
+            channel: channel.as_str(),
+            error,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            WebhookError::UnknownAccount => StatusCode::NOT_FOUND,
+            WebhookError::Refused { error, .. } => {
+                StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            WebhookError::Refused { channel, error } => {
+                metrics::channel_inbound(channel, "refused");
+                tracing::warn!(channel, status = status.as_u16(), %error, "channel webhook refused");
+            }
+            WebhookError::Unavailable(error) => {
+                tracing::error!(status = status.as_u16(), %error, "channel message not stored; provider will retry");
+            }
+            WebhookError::UnknownAccount => {}
+        }
+        let body = match &self {
+            // Never echo a refused request's details back to an unauthenticated caller.
+            WebhookError::Refused { .. } => status.canonical_reason().unwrap_or("refused").to_owned(),
+            other => other.to_string(),
+        };
+        (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    }
+}
+
+impl From<BusError> for WebhookError {
+    fn from(error: BusError) -> WebhookError {
+        WebhookError::Unavailable(error.to_string())
+    }
+}
+
+/// What the channel routes share.
+#[derive(Debug)]
+pub struct ChannelHub {
+    bus: Bus,
+    store: Arc<dyn ContextStore>,
+    addresses: Arc<AddressBook>,
+    ingest_deadline: Duration,
+    wechat: HashMap<String, wechat::WechatEndpoint>,
+}
+
+impl ChannelHub {
+    /// Stores one verified inbound message, within the ingest deadline, and learns where to answer.
+    async fn ingest(
+        &self,
+        account: &str,
+        queue: Option<String>,
+        message: InboundMessage,
+    ) -> Result<SendAck, WebhookError> {
+        let channel = message.channel;
+        let work = async {
+            let customer = self
+                .store
+                .resolve_customer(&message.from)
+                .await
+                .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+            let address = Address {
+                channel,
+                account: account.to_owned(),
+                to: message.from.clone(),
+                capability: message.reply_capability.clone(),
+            };
+            let ack = self
+                .bus
+                .channel_inbound(ChannelInbound {
+                    customer,
+                    account: account.to_owned(),
+                    queue,
+                    message,
+                })
+                .await?;
+            self.addresses.learn(&ack.conversation, address, unix_ms());
+            Ok::<_, WebhookError>(ack)
+        };
+        let ack = tokio::time::timeout(self.ingest_deadline, work)
+            .await
+            .map_err(|_| WebhookError::Unavailable("ingest deadline passed".to_owned()))??;
+        metrics::channel_inbound(
+            channel.as_str(),
+            if ack.duplicate { "duplicate" } else { "stored" },
+        );
+        Ok(ack)
+    }
+}
+
+/// The configured channels, built and started.
+#[derive(Debug)]
+pub struct Channels {
+    /// The routes' shared state.
+    pub hub: Arc<ChannelHub>,
+}
+
+/// Everything [`build`] needs.
+#[derive(Debug)]
+pub struct ChannelParts<'a> {
+    /// Channel configuration.
+    pub config: &'a ChannelsConfig,
+    /// The session bus (already started with the outbox handle).
+    pub bus: Bus,
+    /// The context store.
+    pub store: Arc<dyn ContextStore>,
+    /// The outbox receiver to start.
+    pub outbox: Outbox,
+    /// The shutdown tree.
+    pub shutdown: &'a Shutdown,
+}
+
+/// Builds every configured connector and starts the outbox and the token owners.
+///
+/// # Errors
+/// A configuration the connectors refuse (a malformed key) or a TLS backend that cannot start.
+pub fn build(parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
+    let config = parts.config;
+    let client = http_client::build(Duration::from_millis(config.outbox.request_timeout_ms))?;
+    let addresses = Arc::new(AddressBook::default());
+    let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
+    let mut wechat_endpoints = HashMap::new();
+    for account in &config.wechat {
+        let endpoint = wechat::endpoint(account)
+            .map_err(|e| anyhow::anyhow!("channels.wechat {:?}: {e}", account.id))?;
+        wechat_endpoints.insert(account.id.clone(), endpoint);
+        connectors.push(Arc::new(wechat::WechatConnector::start(
+            account,
+            client.clone(),
+            parts.shutdown,
+        )));
+    }
+    let sent = Arc::new(dashmap::DashMap::new());
+    parts.outbox.start(
+        OutboxParts {
+            bus: parts.bus.clone(),
+            store: Arc::clone(&parts.store),
+            addresses: Arc::clone(&addresses),
+            connectors,
+            sent,
+            config: config.outbox.clone(),
+        },
+        parts.shutdown,
+    );
+    let hub = Arc::new(ChannelHub {
+        bus: parts.bus,
+        store: parts.store,
+        addresses,
+        ingest_deadline: Duration::from_millis(config.ingest_deadline_ms),
+        wechat: wechat_endpoints,
+    });
+    Ok(Channels { hub })
+}
+
+/// The channel webhook routes, to merge into the public app.
+pub fn routes(hub: Arc<ChannelHub>) -> Router {
+    Router::new()
+        .route(
+            "/channels/wechat/{account}",
+            get(wechat::verify_url).post(wechat::push),
+        )
+        .with_state(hub)
+}
