@@ -93,6 +93,7 @@ impl Gateway {
                 store: Arc::clone(&store),
                 outbox,
                 shutdown: &shutdown,
+                public_base_url: base_url.clone(),
             })
             .context("channel connectors")?;
             Some(built.hub)

@@ -8,15 +8,20 @@
 //! - `client.rs`: [`WsClient`], [`Customer`], [`Agent`]
 //! - `http.rs`: [`http_request`]
 //! - `fake_wechat.rs`: [`FakeWechat`], the WeChat API on loopback, checking every request
+//! - `fake_twilio.rs`: [`FakeTwilio`], the Twilio Messages API on loopback, and signed Twilio webhooks
 //! - `wechat_client.rs`: WeChat's side of the callback (signed plain and safe-mode pushes)
 
 mod client;
+mod fake_twilio;
 mod fake_wechat;
 mod gateway;
 mod http;
 mod wechat_client;
 
 pub use client::{Agent, Customer, WsClient, RECV_TIMEOUT};
+pub use fake_twilio::{
+    twilio_webhook, FakeTwilio, TwilioScript, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_NUMBER,
+};
 pub use fake_wechat::{FakeWechat, SendScript, SentCustom};
 pub use gateway::{agents, test_config, TestGateway};
 pub use http::{http_request, HttpResponse};

@@ -13,12 +13,14 @@
 //! - `outbox.rs`: retries with backoff and jitter, per-account pace, dead letters
 //! - `token.rs`: the WeChat access_token owner
 //! - `wechat.rs`: WeChat Official Account routes and sender
+//! - `twilio.rs`: Twilio SMS webhook, status callbacks and sender
 
 pub mod address;
 pub mod connector;
 pub mod http_client;
 pub mod outbox;
 pub mod token;
+pub mod twilio;
 pub mod wechat;
 
 use std::collections::HashMap;
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use http::header::CONTENT_TYPE;
 use http::StatusCode;
@@ -119,6 +121,11 @@ pub struct ChannelHub {
     addresses: Arc<AddressBook>,
     ingest_deadline: Duration,
     wechat: HashMap<String, wechat::WechatEndpoint>,
+    twilio: HashMap<String, twilio::TwilioEndpoint>,
+    /// Provider ids of sent messages, for status callbacks.
+    sent: Arc<dashmap::DashMap<String, SentRecord>>,
+    /// The furthest Twilio status seen per message (callbacks arrive out of order).
+    twilio_status: dashmap::DashMap<String, omnigate_connectors::twilio::wire::MessageStatus>,
 }
 
 impl ChannelHub {
@@ -185,6 +192,8 @@ pub struct ChannelParts<'a> {
     pub outbox: Outbox,
     /// The shutdown tree.
     pub shutdown: &'a Shutdown,
+    /// The external base URL providers call (signed webhook URLs are rebuilt from it).
+    pub public_base_url: String,
 }
 
 /// Builds every configured connector and starts the outbox and the token owners.
@@ -207,6 +216,18 @@ pub fn build(parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
             parts.shutdown,
         )));
     }
+    let mut twilio_endpoints = HashMap::new();
+    for account in &config.twilio {
+        twilio_endpoints.insert(
+            account.id.clone(),
+            twilio::endpoint(account, &parts.public_base_url),
+        );
+        connectors.push(Arc::new(twilio::TwilioConnector::new(
+            account,
+            client.clone(),
+            &parts.public_base_url,
+        )));
+    }
     let sent = Arc::new(dashmap::DashMap::new());
     parts.outbox.start(
         OutboxParts {
@@ -214,7 +235,7 @@ pub fn build(parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
             store: Arc::clone(&parts.store),
             addresses: Arc::clone(&addresses),
             connectors,
-            sent,
+            sent: Arc::clone(&sent),
             config: config.outbox.clone(),
         },
         parts.shutdown,
@@ -225,6 +246,9 @@ pub fn build(parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
         addresses,
         ingest_deadline: Duration::from_millis(config.ingest_deadline_ms),
         wechat: wechat_endpoints,
+        twilio: twilio_endpoints,
+        sent,
+        twilio_status: dashmap::DashMap::new(),
     });
     Ok(Channels { hub })
 }
@@ -236,5 +260,7 @@ pub fn routes(hub: Arc<ChannelHub>) -> Router {
             "/channels/wechat/{account}",
             get(wechat::verify_url).post(wechat::push),
         )
+        .route("/channels/twilio/{account}/sms", post(twilio::inbound_sms))
+        .route("/channels/twilio/{account}/status", post(twilio::status))
         .with_state(hub)
 }

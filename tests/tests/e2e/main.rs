@@ -8,4 +8,5 @@ mod conversation;
 mod delivery;
 mod parallel;
 mod routing;
+mod twilio;
 mod wechat;
