@@ -16,6 +16,8 @@ pub struct Channels {
     pub wechat: Vec<WechatAccount>,
     /// Twilio accounts, each served at `/channels/twilio/{id}/sms` and `/channels/twilio/{id}/status`.
     pub twilio: Vec<TwilioAccount>,
+    /// The signed CTI webhook (`POST /channels/cti/v1/events`) and the outbound "connect agent" webhook.
+    pub cti: Option<Cti>,
     /// Retries, backoff and dead-lettering of agents' replies.
     pub outbox: Outbox,
     /// How long an inbound webhook may wait for its message to be in the conversation log before answering
@@ -28,6 +30,7 @@ impl Default for Channels {
         Self {
             wechat: Vec::new(),
             twilio: Vec::new(),
+            cti: None,
             outbox: Outbox::default(),
             ingest_deadline_ms: 4_000,
         }
@@ -104,6 +107,35 @@ pub struct TwilioAccount {
     /// Messages API calls per second at most.
     #[serde(default = "default_rate")]
     pub rate_per_second: u32,
+}
+
+/// The telephony system's side: `cti-webhook/1` events in, "connect agent" instructions out (PROTOCOLS.md §3.6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cti {
+    /// The Standard Webhooks secret (`whsec_` + base64), shared with the telephony adapter; signs both
+    /// directions.
+    pub secret: SecretString,
+    /// The previous secret, still accepted on inbound events during a rotation.
+    #[serde(default)]
+    pub previous_secret: Option<SecretString>,
+    /// The tenant every event must carry.
+    pub tenant: String,
+    /// Where the gateway POSTs the signed `agent.connect` instruction once an agent took a call.
+    pub connect_url: String,
+    /// Queue new calls enter; the routing default when empty.
+    #[serde(default)]
+    pub queue: String,
+    /// How long events after a `seq` gap wait for the missing one before they are applied anyway.
+    #[serde(default = "default_reorder_gap")]
+    pub reorder_gap_ms: u64,
+    /// Largest accepted event body, in bytes.
+    #[serde(default = "default_webhook_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_reorder_gap() -> u64 {
+    3_000
 }
 
 /// Delivery of agents' replies through the providers.
@@ -242,6 +274,21 @@ impl Channels {
                 problem(format!(
                     "{name}: max_body_bytes and rate_per_second must be positive"
                 ));
+            }
+        }
+        if let Some(cti) = &self.cti {
+            let secret = cti.secret.expose_secret();
+            if !secret.starts_with("whsec_") || secret.len() < 20 {
+                problem("channels.cti.secret must be a whsec_ Standard Webhooks secret".to_owned());
+            }
+            if cti.tenant.is_empty() {
+                problem("channels.cti.tenant must be set".to_owned());
+            }
+            if !valid_base_url(&cti.connect_url) {
+                problem("channels.cti.connect_url must start with https:// or http://".to_owned());
+            }
+            if cti.reorder_gap_ms == 0 || cti.max_body_bytes == 0 {
+                problem("channels.cti: reorder_gap_ms and max_body_bytes must be positive".to_owned());
             }
         }
         let o = &self.outbox;

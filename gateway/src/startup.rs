@@ -77,7 +77,9 @@ impl Gateway {
         telemetry::prometheus();
         let shutdown = Shutdown::new();
         let (outbox_handle, outbox) = channels::outbox();
-        let has_channels = !config.channels.wechat.is_empty() || !config.channels.twilio.is_empty();
+        let has_channels = !config.channels.wechat.is_empty()
+            || !config.channels.twilio.is_empty()
+            || config.channels.cti.is_some();
         let outbound: Option<Arc<dyn ChannelOutbound>> = has_channels.then(|| Arc::new(outbox_handle) as _);
         let settings = BusSettings {
             reopen_window_ms: config.conversations.reopen_window_secs * 1000,

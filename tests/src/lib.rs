@@ -9,9 +9,11 @@
 //! - `http.rs`: [`http_request`]
 //! - `fake_wechat.rs`: [`FakeWechat`], the WeChat API on loopback, checking every request
 //! - `fake_twilio.rs`: [`FakeTwilio`], the Twilio Messages API on loopback, and signed Twilio webhooks
+//! - `fake_cti.rs`: [`FakeCtiReceiver`] for the connect-agent webhook, and signed `cti-webhook/1` events
 //! - `wechat_client.rs`: WeChat's side of the callback (signed plain and safe-mode pushes)
 
 mod client;
+mod fake_cti;
 mod fake_twilio;
 mod fake_wechat;
 mod gateway;
@@ -19,6 +21,7 @@ mod http;
 mod wechat_client;
 
 pub use client::{Agent, Customer, WsClient, RECV_TIMEOUT};
+pub use fake_cti::{cti_event, post_cti_event, FakeCtiReceiver, CTI_SECRET, CTI_TENANT};
 pub use fake_twilio::{
     twilio_webhook, FakeTwilio, TwilioScript, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_NUMBER,
 };

@@ -36,6 +36,9 @@ pub trait ChannelOutbound: Send + Sync + fmt::Debug + 'static {
 
     /// Queues the job for delivery. Nothing acknowledged to the agent may be dropped: wait for room.
     async fn submit(&self, job: OutboundJob);
+
+    /// An agent took a conversation on `channel` (a call must be connected to the agent's phone). Only queues.
+    async fn assigned(&self, conversation: ConversationId, channel: Channel, agent: String);
 }
 
 /// A verified inbound channel message for the bus.
@@ -145,6 +148,21 @@ impl BusActor {
         self.append(&conversation, Actor::System, update.into_event(), Some(key))
             .await?;
         Ok(())
+    }
+
+    /// After a conversation was assigned: tell its channel (a voice call is connected to the agent).
+    pub(super) async fn channel_assigned(&mut self, conversation: &ConversationId, agent: &str) {
+        let Some(outbound) = self.settings.outbound.clone() else {
+            return;
+        };
+        let Some(channel) = self.conversations.get(conversation).map(|c| c.record.channel) else {
+            return;
+        };
+        if channel == Channel::Voice {
+            outbound
+                .assigned(conversation.clone(), channel, agent.to_owned())
+                .await;
+        }
     }
 
     /// After an agent's message was stored: on a connector channel, log it as `pending` and queue it for the

@@ -14,9 +14,11 @@
 //! - `token.rs`: the WeChat access_token owner
 //! - `wechat.rs`: WeChat Official Account routes and sender
 //! - `twilio.rs`: Twilio SMS webhook, status callbacks and sender
+//! - `cti.rs`: the signed CTI webhook (calls as voice conversations) and the connect-agent instruction
 
 pub mod address;
 pub mod connector;
+pub mod cti;
 pub mod http_client;
 pub mod outbox;
 pub mod token;
@@ -126,6 +128,7 @@ pub struct ChannelHub {
     sent: Arc<dashmap::DashMap<String, SentRecord>>,
     /// The furthest Twilio status seen per message (callbacks arrive out of order).
     twilio_status: dashmap::DashMap<String, omnigate_connectors::twilio::wire::MessageStatus>,
+    cti: Option<cti::CtiEndpoint>,
 }
 
 impl ChannelHub {
@@ -200,8 +203,10 @@ pub struct ChannelParts<'a> {
 ///
 /// # Errors
 /// A configuration the connectors refuse (a malformed key) or a TLS backend that cannot start.
-pub fn build(parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
+pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
     let config = parts.config;
+    let assignments = parts.outbox.take_assignments();
+    let cti_endpoint = config.cti.as_ref().map(cti::endpoint).transpose()?;
     let client = http_client::build(Duration::from_millis(config.outbox.request_timeout_ms))?;
     let addresses = Arc::new(AddressBook::default());
     let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
@@ -249,7 +254,11 @@ pub fn build(parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
         twilio: twilio_endpoints,
         sent,
         twilio_status: dashmap::DashMap::new(),
+        cti: cti_endpoint,
     });
+    if let (Some(_), Some(assignments)) = (&hub.cti, assignments) {
+        cti::start(&hub, assignments, client, config.outbox.clone(), parts.shutdown);
+    }
     Ok(Channels { hub })
 }
 
@@ -262,5 +271,6 @@ pub fn routes(hub: Arc<ChannelHub>) -> Router {
         )
         .route("/channels/twilio/{account}/sms", post(twilio::inbound_sms))
         .route("/channels/twilio/{account}/status", post(twilio::status))
+        .route("/channels/cti/v1/events", post(cti::events))
         .with_state(hub)
 }

@@ -65,16 +65,29 @@ pub fn backoff(config: &OutboxConfig, attempt: u32, retry_after: Option<Duration
     Duration::from_millis(delay).max(retry_after.unwrap_or_default())
 }
 
-/// The bus's side of the outbox: queue jobs, count SMS segments.
+/// A conversation an agent took, for channels that must act on it (a call is connected to the agent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Its channel.
+    pub channel: Channel,
+    /// The agent.
+    pub agent: String,
+}
+
+/// The bus's side of the outbox: queue jobs, count SMS segments, pass on assignments.
 #[derive(Debug, Clone)]
 pub struct OutboxHandle {
     tx: mpsc::Sender<OutboundJob>,
+    assignments: mpsc::Sender<Assignment>,
 }
 
 #[async_trait]
 impl ChannelOutbound for OutboxHandle {
     fn handles(&self, channel: Channel) -> bool {
-        !matches!(channel, Channel::Web | Channel::App)
+        // Web and app customers read the log over their socket; an agent's text on a call stays in the log.
+        !matches!(channel, Channel::Web | Channel::App | Channel::Voice)
     }
 
     fn segments(&self, channel: Channel, content: &Content) -> Option<u32> {
@@ -90,6 +103,17 @@ impl ChannelOutbound for OutboxHandle {
         if let Err(error) = self.tx.send(job).await {
             // Only at shutdown: the job's `pending` state stays in the log.
             tracing::warn!(conversation_id = %error.0.conversation, "outbox stopped; message left pending");
+        }
+    }
+
+    async fn assigned(&self, conversation: ConversationId, channel: Channel, agent: String) {
+        let assignment = Assignment {
+            conversation,
+            channel,
+            agent,
+        };
+        if self.assignments.send(assignment).await.is_err() {
+            tracing::debug!("no channel acts on assignments");
         }
     }
 }
@@ -140,12 +164,23 @@ struct Context {
 #[derive(Debug)]
 pub struct Outbox {
     rx: mpsc::Receiver<OutboundJob>,
+    assignments: Option<mpsc::Receiver<Assignment>>,
 }
 
-/// A new outbox: the handle for the bus, and the receiver to start once the bus runs.
+/// A new outbox: the handle for the bus, and the receivers to start once the bus runs.
 pub fn outbox() -> (OutboxHandle, Outbox) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    (OutboxHandle { tx }, Outbox { rx })
+    let (assignments_tx, assignments) = mpsc::channel(QUEUE);
+    (
+        OutboxHandle {
+            tx,
+            assignments: assignments_tx,
+        },
+        Outbox {
+            rx,
+            assignments: Some(assignments),
+        },
+    )
 }
 
 /// What the started outbox works with.
@@ -166,6 +201,12 @@ pub struct OutboxParts {
 }
 
 impl Outbox {
+    /// Takes the assignments for the channel that connects calls; when nobody takes them, they are dropped
+    /// with the outbox (the bus then only logs that no channel acts on them).
+    pub fn take_assignments(&mut self) -> Option<mpsc::Receiver<Assignment>> {
+        self.assignments.take()
+    }
+
     /// Starts the dispatcher on the shutdown tree.
     pub fn start(self, parts: OutboxParts, shutdown: &Shutdown) {
         let connectors = parts

@@ -5,6 +5,7 @@
 mod admin;
 mod bad_input;
 mod conversation;
+mod cti;
 mod delivery;
 mod parallel;
 mod routing;
