@@ -4,6 +4,7 @@
 //! [`SecretString`]s. `docs/channels.md` says what to paste where in each provider's console.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -16,6 +17,9 @@ pub struct Channels {
     pub wechat: Vec<WechatAccount>,
     /// Twilio accounts, each served at `/channels/twilio/{id}/sms` and `/channels/twilio/{id}/status`.
     pub twilio: Vec<TwilioAccount>,
+    /// Chinese SMS uplinks (Aliyun SmsUp, Tencent reply callbacks), each at
+    /// `/channels/sms/{provider}/{id}/{path_token}`.
+    pub sms_uplinks: Vec<SmsUplink>,
     /// The signed CTI webhook (`POST /channels/cti/v1/events`) and the outbound "connect agent" webhook.
     pub cti: Option<Cti>,
     /// Retries, backoff and dead-lettering of agents' replies.
@@ -30,6 +34,7 @@ impl Default for Channels {
         Self {
             wechat: Vec::new(),
             twilio: Vec::new(),
+            sms_uplinks: Vec::new(),
             cti: None,
             outbox: Outbox::default(),
             ingest_deadline_ms: 4_000,
@@ -107,6 +112,39 @@ pub struct TwilioAccount {
     /// Messages API calls per second at most.
     #[serde(default = "default_rate")]
     pub rate_per_second: u32,
+}
+
+/// Which provider posts an SMS uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsProvider {
+    /// Aliyun SMS "HTTP batch push" of uplink messages.
+    Aliyun,
+    /// Tencent Cloud SMS reply callback.
+    Tencent,
+}
+
+/// One SMS uplink callback. The providers sign nothing, so the URL carries an unguessable token and the peer
+/// address may be limited to the provider's published ranges.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsUplink {
+    /// Path segment (`/channels/sms/{provider}/{id}/…`): `[A-Za-z0-9_-]`, 1..=64.
+    pub id: String,
+    /// `aliyun` or `tencent`.
+    pub provider: SmsProvider,
+    /// The secret last path segment, at least 24 characters of `[A-Za-z0-9_-]`.
+    pub path_token: SecretString,
+    /// Peer addresses allowed to post (the TCP peer: put the provider's egress ranges here only when no proxy
+    /// stands in front of the gateway); empty allows any.
+    #[serde(default)]
+    pub allowed_ips: Vec<IpAddr>,
+    /// Queue new conversations enter; the routing default when empty.
+    #[serde(default)]
+    pub queue: String,
+    /// Largest accepted body, in bytes.
+    #[serde(default = "default_webhook_body")]
+    pub max_body_bytes: usize,
 }
 
 /// The telephony system's side: `cti-webhook/1` events in, "connect agent" instructions out (PROTOCOLS.md §3.6).
@@ -274,6 +312,25 @@ impl Channels {
                 problem(format!(
                     "{name}: max_body_bytes and rate_per_second must be positive"
                 ));
+            }
+        }
+        let mut ids = BTreeSet::new();
+        for uplink in &self.sms_uplinks {
+            let name = format!("channels.sms_uplinks {:?}", uplink.id);
+            if !valid_path_id(&uplink.id) {
+                problem(format!("{name}: id must be 1..=64 characters of [A-Za-z0-9_-]"));
+            }
+            if !ids.insert(uplink.id.as_str()) {
+                problem(format!("{name}: id is used twice"));
+            }
+            let token = uplink.path_token.expose_secret();
+            if token.len() < 24 || !valid_path_id(token) {
+                problem(format!(
+                    "{name}: path_token must be 24..=64 characters of [A-Za-z0-9_-]"
+                ));
+            }
+            if uplink.max_body_bytes == 0 {
+                problem(format!("{name}: max_body_bytes must be positive"));
             }
         }
         if let Some(cti) = &self.cti {

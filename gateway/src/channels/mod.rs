@@ -14,6 +14,7 @@
 //! - `token.rs`: the WeChat access_token owner
 //! - `wechat.rs`: WeChat Official Account routes and sender
 //! - `twilio.rs`: Twilio SMS webhook, status callbacks and sender
+//! - `sms_cn.rs`: Aliyun and Tencent SMS uplinks behind a secret path token and a peer allowlist
 //! - `cti.rs`: the signed CTI webhook (calls as voice conversations) and the connect-agent instruction
 
 pub mod address;
@@ -21,6 +22,7 @@ pub mod connector;
 pub mod cti;
 pub mod http_client;
 pub mod outbox;
+pub mod sms_cn;
 pub mod token;
 pub mod twilio;
 pub mod wechat;
@@ -63,6 +65,14 @@ pub enum WebhookError {
         /// Why.
         error: InboundError,
     },
+    /// The caller is not allowed (wrong path token, peer outside the allowlist); nothing was processed.
+    #[error("{channel}: {reason}")]
+    Forbidden {
+        /// Which channel refused it.
+        channel: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
     /// The message could not be stored in time: the provider should retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -76,8 +86,16 @@ impl WebhookError {
         }
     }
 
+    fn forbidden(channel: Channel, reason: &'static str) -> WebhookError {
+        WebhookError::Forbidden {
+            channel: channel.as_str(),
+            reason,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
+            WebhookError::Forbidden { .. } => StatusCode::FORBIDDEN,
             WebhookError::UnknownAccount => StatusCode::NOT_FOUND,
             WebhookError::Refused { error, .. } => {
                 StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
@@ -98,11 +116,17 @@ impl IntoResponse for WebhookError {
             WebhookError::Unavailable(error) => {
                 tracing::error!(status = status.as_u16(), %error, "channel message not stored; provider will retry");
             }
+            WebhookError::Forbidden { channel, reason } => {
+                metrics::channel_inbound(channel, "refused");
+                tracing::warn!(channel, reason, "channel webhook refused");
+            }
             WebhookError::UnknownAccount => {}
         }
         let body = match &self {
             // Never echo a refused request's details back to an unauthenticated caller.
-            WebhookError::Refused { .. } => status.canonical_reason().unwrap_or("refused").to_owned(),
+            WebhookError::Refused { .. } | WebhookError::Forbidden { .. } => {
+                status.canonical_reason().unwrap_or("refused").to_owned()
+            }
             other => other.to_string(),
         };
         (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
@@ -129,6 +153,7 @@ pub struct ChannelHub {
     /// The furthest Twilio status seen per message (callbacks arrive out of order).
     twilio_status: dashmap::DashMap<String, omnigate_connectors::twilio::wire::MessageStatus>,
     cti: Option<cti::CtiEndpoint>,
+    sms_uplinks: HashMap<String, sms_cn::UplinkEndpoint>,
 }
 
 impl ChannelHub {
@@ -255,6 +280,11 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
         sent,
         twilio_status: dashmap::DashMap::new(),
         cti: cti_endpoint,
+        sms_uplinks: config
+            .sms_uplinks
+            .iter()
+            .map(|u| (u.id.clone(), sms_cn::endpoint(u)))
+            .collect(),
     });
     if let (Some(_), Some(assignments)) = (&hub.cti, assignments) {
         cti::start(&hub, assignments, client, config.outbox.clone(), parts.shutdown);
@@ -272,5 +302,6 @@ pub fn routes(hub: Arc<ChannelHub>) -> Router {
         .route("/channels/twilio/{account}/sms", post(twilio::inbound_sms))
         .route("/channels/twilio/{account}/status", post(twilio::status))
         .route("/channels/cti/v1/events", post(cti::events))
+        .route("/channels/sms/{provider}/{account}/{token}", post(sms_cn::uplink))
         .with_state(hub)
 }

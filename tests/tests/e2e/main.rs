@@ -9,5 +9,6 @@ mod cti;
 mod delivery;
 mod parallel;
 mod routing;
+mod sms_uplink;
 mod twilio;
 mod wechat;
