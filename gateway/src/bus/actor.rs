@@ -169,7 +169,15 @@ impl BusActor {
                 reply,
             } => {
                 let result = self
-                    .customer_send(customer, channel, queue, conversation, client_msg_id, content)
+                    .customer_send(
+                        customer,
+                        channel,
+                        queue,
+                        conversation,
+                        client_msg_id,
+                        content,
+                        true,
+                    )
                     .await;
                 drop(reply.send(result));
             }
@@ -445,6 +453,9 @@ impl BusActor {
         }
     }
 
+    /// `route: false` stores the message without putting a new conversation into routing yet (a call is routed
+    /// once it is queued, not while it is in the IVR).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn customer_send(
         &mut self,
         customer: CustomerId,
@@ -453,6 +464,7 @@ impl BusActor {
         requested: Option<ConversationId>,
         client_msg_id: String,
         content: Content,
+        route: bool,
     ) -> Result<SendAck, BusError> {
         let now_ms = unix_ms();
         let window = self.settings.reopen_window_ms;
@@ -505,10 +517,11 @@ impl BusActor {
             }
             if reopen {
                 self.reopen(&id, actor).await?;
-            } else if self
-                .conversations
-                .get(&id)
-                .is_some_and(|c| c.record.status == ConversationStatus::New)
+            } else if route
+                && self
+                    .conversations
+                    .get(&id)
+                    .is_some_and(|c| c.record.status == ConversationStatus::New)
             {
                 self.enqueue(&id).await;
             }
@@ -581,12 +594,13 @@ impl BusActor {
     }
 
     /// Puts a conversation into routing: logs `queued`, then lets the router decide.
-    async fn enqueue(&mut self, id: &ConversationId) {
+    pub(super) async fn enqueue(&mut self, id: &ConversationId) {
         let Some(conv) = self.conversations.get_mut(id) else {
             return;
         };
         conv.record.status = ConversationStatus::Queued;
         let queue = conv.record.queue.clone();
+        let attributes = conv.attributes.clone();
         let now = self.clock.now();
         let preferred = conv
             .last_agent
@@ -598,7 +612,7 @@ impl BusActor {
             media: media_of(conv.record.channel),
             priority: 0,
             skills: Default::default(),
-            attributes: Default::default(),
+            attributes,
             preferred_agent: preferred,
             enqueued_at: now,
         };
@@ -983,6 +997,7 @@ impl BusActor {
             "queue": conv.record.queue,
             "customer_id": conv.record.customer,
             "preview": conv.preview,
+            "attributes": conv.attributes,
             "expires_in_ms": expires_at.since(now),
         }))
     }

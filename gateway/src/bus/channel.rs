@@ -2,6 +2,7 @@
 //! record), an agent's message on a connector channel is handed to the outbound path, and the outbox's
 //! delivery states are logged where the agent sees them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -9,7 +10,7 @@ use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId, I
 
 use super::actor::BusActor;
 use super::{BusError, SendAck};
-use crate::store::{Actor, EventKind};
+use crate::store::{Actor, ConversationStatus, EventKind};
 
 /// An agent's message that must leave through a channel connector.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +53,11 @@ pub struct ChannelInbound {
     pub queue: Option<String>,
     /// The normalized message (dedupe key, content, raw payload).
     pub message: InboundMessage,
+    /// Routing attributes this message adds to its conversation (a call's IVR input).
+    pub attributes: BTreeMap<String, String>,
+    /// Whether a new conversation enters routing now; `false` keeps it unrouted until a later message says so
+    /// (a call in the IVR).
+    pub route: bool,
 }
 
 /// A change of an outbound message's delivery state.
@@ -105,7 +111,11 @@ impl BusActor {
             account,
             queue,
             message,
+            attributes,
+            route,
         } = inbound;
+        // Stored without routing first, so the message's attributes are on the conversation before it enters a
+        // queue. A retry also routes a conversation an earlier attempt stored but did not route.
         let ack = self
             .customer_send(
                 customer.clone(),
@@ -114,8 +124,19 @@ impl BusActor {
                 None,
                 message.dedupe_key.clone(),
                 message.content.clone(),
+                false,
             )
             .await?;
+        let unrouted = match self.conversations.get_mut(&ack.conversation) {
+            Some(conv) => {
+                conv.attributes.extend(attributes);
+                conv.record.status == ConversationStatus::New
+            }
+            None => false,
+        };
+        if route && unrouted {
+            self.enqueue(&ack.conversation).await;
+        }
         let message_id = MessageId::parse(&ack.message_id)
             .map_err(|e| BusError::Unavailable(format!("stored message has no id: {e}")))?;
         let key = format!("received:{}", message.dedupe_key);

@@ -3,7 +3,8 @@
 //!
 //! A call is a conversation of channel `voice`: every event (offered, IVR input, queued, answered, ended,
 //! recording) is stored in it, in `seq` order, as a customer `message.created` with an event content plus its
-//! raw body, so the agent sees the call in the same view as a chat. Events after a `seq` gap wait in the
+//! raw body, so the agent sees the call in the same view as a chat. The call enters routing (voice capacity)
+//! at `call.queued`, carrying the IVR input as routing attributes that the offer shows. Events after a `seq` gap wait in the
 //! reorder buffer until the gap fills or `reorder_gap_ms` passes; a `webhook-id` seen before, or a `seq` already
 //! applied, answers 200 without processing.
 
@@ -22,7 +23,7 @@ use omnigate_connectors::cti::reorder::{Offer, ReorderBuffer};
 use omnigate_connectors::cti::signature::{
     WebhookHeaders, WebhookSecret, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use omnigate_connectors::cti::wire::{ConnectAgent, CtiMessage};
+use omnigate_connectors::cti::wire::{CallEvent, ConnectAgent, CtiMessage};
 use omnigate_connectors::cti::{normalize, CtiWebhook};
 use omnigate_connectors::model::{Channel, ConversationId, Identity, IdentityKind};
 use tokio::sync::{mpsc, Mutex};
@@ -166,7 +167,13 @@ async fn apply(
             verified: false,
         });
     let inbound = normalize::to_inbound(&pending.msg, &caller, &cti.tenant, &pending.raw, unix_ms());
-    let ack = hub.ingest(ACCOUNT, cti.queue.clone(), inbound).await?;
+    // A call waits in the IVR unrouted; `call.queued` puts it into routing, with the IVR's digits and intent as
+    // routing attributes. A call that ends before it is queued is never offered.
+    let route = matches!(pending.msg.event, CallEvent::Queued(_));
+    let attributes = pending.msg.event.routing_attributes();
+    let ack = hub
+        .ingest_with(ACCOUNT, cti.queue.clone(), inbound, attributes, route)
+        .await?;
     calls.calls.insert(call_id.clone(), Call { caller });
     calls.by_conversation.insert(ack.conversation, call_id);
     Ok(())

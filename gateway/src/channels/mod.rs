@@ -27,7 +27,7 @@ pub mod token;
 pub mod twilio;
 pub mod wechat;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,6 +164,19 @@ impl ChannelHub {
         queue: Option<String>,
         message: InboundMessage,
     ) -> Result<SendAck, WebhookError> {
+        self.ingest_with(account, queue, message, BTreeMap::new(), true)
+            .await
+    }
+
+    /// [`Self::ingest`] with routing attributes, and `route: false` to store without routing yet.
+    async fn ingest_with(
+        &self,
+        account: &str,
+        queue: Option<String>,
+        message: InboundMessage,
+        attributes: BTreeMap<String, String>,
+        route: bool,
+    ) -> Result<SendAck, WebhookError> {
         let channel = message.channel;
         let work = async {
             let customer = self
@@ -184,6 +197,8 @@ impl ChannelHub {
                     account: account.to_owned(),
                     queue,
                     message,
+                    attributes,
+                    route,
                 })
                 .await?;
             self.addresses.learn(&ack.conversation, address, unix_ms());

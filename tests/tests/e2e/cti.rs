@@ -75,29 +75,25 @@ async fn a_call_is_a_voice_conversation_applied_in_seq_order_and_the_agent_is_co
         r#"{"direction":"inbound","from":"+8613800138000","to":"+864000000000"}"#,
     )
     .await;
+    // seq 3 (queued) before seq 2 (IVR input): held back, then both applied in order, so the call is routed
+    // only once queued, with the IVR input as routing attributes.
+    send(&gateway, "evt_3", "call.queued", 3, r#"{"queue":"cards"}"#).await;
+    while let Some(frame) = lin.ws.quiet_for(std::time::Duration::from_millis(300)).await {
+        assert_ne!(
+            frame["op"], "offer",
+            "a call in the IVR is not routed yet: {frame}"
+        );
+    }
+    let ivr = r#"{"menu":"main","digits":"2","intent":"card_lost"}"#;
+    send(&gateway, "evt_2", "call.ivr_input", 2, ivr).await;
     let offer = lin.ws.recv_until(|f| f["op"] == "offer").await;
     assert_eq!(offer["d"]["channel"], "voice");
+    assert_eq!(offer["d"]["attributes"]["ivr.intent"], "card_lost");
+    assert_eq!(offer["d"]["attributes"]["ivr.digits"], "2");
+    assert_eq!(offer["d"]["attributes"]["queue"], "cards");
     let conversation = offer["d"]["conversation_id"].as_str().unwrap().to_owned();
-
-    // seq 3 before seq 2: held back, then both applied in order.
-    send(&gateway, "evt_3", "call.queued", 3, r#"{"queue":"cards"}"#).await;
-    send(
-        &gateway,
-        "evt_2",
-        "call.ivr_input",
-        2,
-        r#"{"menu":"main","digits":"2","intent":"card_lost"}"#,
-    )
-    .await;
     // A retry of an applied event is a no-op.
-    send(
-        &gateway,
-        "evt_2",
-        "call.ivr_input",
-        2,
-        r#"{"menu":"main","digits":"2","intent":"card_lost"}"#,
-    )
-    .await;
+    send(&gateway, "evt_2", "call.ivr_input", 2, ivr).await;
 
     lin.accept(&conversation).await;
     assert_eventually!(
