@@ -320,3 +320,117 @@ pub fn routes(hub: Arc<ChannelHub>) -> Router {
         .route("/channels/sms/{provider}/{account}/{token}", post(sms_cn::uplink))
         .with_state(hub)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use async_trait::async_trait;
+    use axum::body::Body;
+    use omnigate_connectors::model::{ConversationId, CustomerId, Identity};
+    use omnigate_connectors::wechat::signature;
+    use omnigate_router::Router as RoutingEngine;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::bus::BusSettings;
+    use crate::store::{Appended, ConversationRecord, EventPage, MemoryStore, NewEvent, StoreError, View};
+
+    /// Resolves customers, then refuses every write: the store went down mid-request.
+    #[derive(Debug, Default)]
+    struct WritesFail(MemoryStore);
+
+    #[async_trait]
+    impl ContextStore for WritesFail {
+        async fn append(&self, _: &ConversationId, _: NewEvent) -> Result<Appended, StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn events_after(
+            &self,
+            c: &ConversationId,
+            v: View,
+            a: u64,
+            l: usize,
+        ) -> Result<EventPage, StoreError> {
+            self.0.events_after(c, v, a, l).await
+        }
+        async fn customer_position(&self, c: &ConversationId, s: u64) -> Result<u64, StoreError> {
+            self.0.customer_position(c, s).await
+        }
+        async fn agent_position(&self, c: &ConversationId, s: u64) -> Result<Option<u64>, StoreError> {
+            self.0.agent_position(c, s).await
+        }
+        async fn save_conversation(&self, _: &ConversationRecord) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn load_conversation(
+            &self,
+            id: &ConversationId,
+        ) -> Result<Option<ConversationRecord>, StoreError> {
+            self.0.load_conversation(id).await
+        }
+        async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
+            self.0.resolve_customer(identity).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_push_the_store_cannot_take_is_answered_503_so_wechat_retries() {
+        let config =
+            omnigate_config::load_from_str(Some(omnigate_config::DEFAULT_CONFIG_TOML), &BTreeMap::new())
+                .unwrap();
+        let shutdown = Shutdown::new();
+        let store: Arc<dyn ContextStore> = Arc::new(WritesFail::default());
+        let settings = BusSettings {
+            reopen_window_ms: 1_000,
+            default_queue: config.routing.default_queue.clone(),
+            agents: Vec::new(),
+            outbound: None,
+        };
+        let bus = Bus::start(
+            settings,
+            RoutingEngine::new(&config.routing).unwrap(),
+            Arc::clone(&store),
+            &shutdown,
+        );
+        let (_, outbox) = outbox();
+        let mut channels = config.channels.clone();
+        channels.wechat.push(omnigate_config::WechatAccount {
+            id: "main".to_owned(),
+            appid: "wx1".to_owned(),
+            app_secret: omnigate_config::SecretString::from("s".to_owned()),
+            token: omnigate_config::SecretString::from("gatewaytoken".to_owned()),
+            encoding_aes_keys: Vec::new(),
+            original_id: String::new(),
+            queue: String::new(),
+            api_base_url: "http://127.0.0.1:9".to_owned(),
+            message_quota: 5,
+            message_window_secs: 60,
+            max_body_bytes: 65_536,
+            rate_per_second: 1,
+        });
+        let built = build(ChannelParts {
+            config: &channels,
+            bus,
+            store,
+            outbox,
+            shutdown: &shutdown,
+            public_base_url: "http://127.0.0.1".to_owned(),
+        })
+        .unwrap();
+        let sig = signature::signature("gatewaytoken", "1700000000", "n");
+        let body = "<xml><ToUserName>gh_1</ToUserName><FromUserName>oUser</FromUserName><CreateTime>1700000000</CreateTime>\
+                    <MsgType>text</MsgType><Content>hi</Content><MsgId>1</MsgId></xml>";
+        let request = http::Request::post(format!(
+            "/channels/wechat/main?signature={sig}&timestamp=1700000000&nonce=n"
+        ))
+        .body(Body::from(body))
+        .unwrap();
+        let response = routes(built.hub).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        shutdown.root().cancel();
+    }
+}
