@@ -32,6 +32,8 @@ pub const TWILIO_NUMBER: &str = "+14155550100";
 pub enum TwilioScript {
     /// An HTTP status with a Twilio error body (`500`; `400` with code `21211` invalid `To`).
     Error(u16, u32),
+    /// Accept the message, but answer only after this many milliseconds (a timeout on the gateway's side).
+    SlowAccept(u64),
 }
 
 #[derive(Debug, Default)]
@@ -161,16 +163,24 @@ async fn messages(
     if get("StatusCallback").as_deref() != Some(state.expected_callback.as_str()) {
         return violation(&mut state, format!("StatusCallback {:?}", get("StatusCallback")));
     }
-    if let Some(TwilioScript::Error(status, code)) = state.script.pop_front() {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (
-            status,
-            axum::Json(json!({"code": code, "message": "scripted", "status": status.as_u16()})),
-        )
-            .into_response();
-    }
+    let delay = match state.script.pop_front() {
+        Some(TwilioScript::Error(status, code)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (
+                status,
+                axum::Json(json!({"code": code, "message": "scripted", "status": status.as_u16()})),
+            )
+                .into_response();
+        }
+        Some(TwilioScript::SlowAccept(ms)) => Some(ms),
+        None => None,
+    };
     state.sent.push(form);
     let sid = format!("SM{:032x}", state.sent.len());
+    drop(state);
+    if let Some(ms) = delay {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     (
         StatusCode::CREATED,
         axum::Json(

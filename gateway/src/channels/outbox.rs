@@ -306,8 +306,21 @@ fn failed(job: &OutboundJob, attempt: u32, failure: &SendFailure) -> DeliveryUpd
     };
     DeliveryUpdate {
         reason: Some(reason_name(failure.reason).to_owned()),
-        detail: format!("{}{provider}", failure.reason.agent_message()),
+        detail: format!("{}{provider}", dead_letter_text(failure.reason)),
         ..update(job, "failed", attempt)
+    }
+}
+
+/// What the agent reads about a dead letter: the connectors' sentences for transient reasons promise a retry,
+/// which a dead letter no longer makes.
+fn dead_letter_text(reason: FailureReason) -> &'static str {
+    match reason {
+        FailureReason::ProviderUnavailable
+        | FailureReason::RateLimited
+        | FailureReason::AccessTokenInvalid => {
+            "the message was not delivered: the provider did not accept it in time; send it again later"
+        }
+        other => other.agent_message(),
     }
 }
 
@@ -470,6 +483,21 @@ mod tests {
         assert_eq!(
             backoff(&config, 1, Some(Duration::from_secs(60)), 0.0),
             Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn dead_letters_never_promise_a_retry() {
+        for reason in [
+            FailureReason::ProviderUnavailable,
+            FailureReason::RateLimited,
+            FailureReason::AccessTokenInvalid,
+        ] {
+            assert!(!dead_letter_text(reason).contains("retried"), "{reason:?}");
+        }
+        assert_eq!(
+            dead_letter_text(FailureReason::WindowClosed),
+            FailureReason::WindowClosed.agent_message()
         );
     }
 

@@ -162,6 +162,22 @@ pub(super) async fn status(
     Ok(http::StatusCode::NO_CONTENT.into_response())
 }
 
+/// The Messages API takes no idempotency key (PROTOCOLS.md §2.4): a request that never reached Twilio is
+/// retried, but one that may have (a timeout after sending) is not, so the customer never gets it twice; the
+/// agent sees it dead-lettered and decides.
+fn outcome_unknown_or_retry(error: &reqwest::Error) -> SendFailure {
+    if error.is_connect() {
+        return transport_failure(error);
+    }
+    SendFailure {
+        error: ConnectorError::Rejected {
+            code: "outcome_unknown".to_owned(),
+            message: format!("no answer from twilio ({error}); the message may have been sent"),
+        },
+        reason: FailureReason::ProviderUnavailable,
+    }
+}
+
 /// Sends agents' replies through the Messages API.
 #[derive(Debug)]
 pub struct TwilioConnector {
@@ -245,7 +261,7 @@ impl Connector for TwilioConnector {
             .body(request.to_form())
             .send()
             .await
-            .map_err(|e| transport_failure(&e))?;
+            .map_err(|e| outcome_unknown_or_retry(&e))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

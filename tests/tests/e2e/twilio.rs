@@ -228,3 +228,29 @@ async fn twilio_webhooks_with_a_bad_signature_or_another_account_are_refused() {
         404
     );
 }
+
+#[tokio::test]
+async fn a_send_that_timed_out_is_not_sent_twice_and_the_agent_is_told() {
+    let fake = FakeTwilio::start().await;
+    let gateway = gateway(&fake, |config| config.channels.outbox.request_timeout_ms = 300).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let params = sms("SM44444444444444444444444444444444", "hello");
+    twilio_webhook(&gateway, "/channels/twilio/us/sms", &params, TWILIO_AUTH_TOKEN).await;
+    let conversation = lin.take_next().await;
+
+    // Twilio took the message but answered after our timeout: retrying would text the customer twice.
+    fake.script([TwilioScript::SlowAccept(1_000)]).await;
+    lin.say(&conversation, "a-1", "only once").await;
+    let failed = delivery(&mut lin, &conversation, "failed").await;
+    assert_eq!(failed["attempt"], 1);
+    assert!(
+        failed["detail"].as_str().unwrap().contains("may have been sent"),
+        "{failed}"
+    );
+    assert!(
+        !failed["detail"].as_str().unwrap().contains("retried"),
+        "{failed}"
+    );
+    assert_eq!(fake.attempts().await, 1);
+    assert_eq!(fake.sent().await.len(), 1);
+}
