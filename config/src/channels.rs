@@ -17,6 +17,8 @@ pub struct Channels {
     pub wechat: Vec<WechatAccount>,
     /// Twilio accounts, each served at `/channels/twilio/{id}/sms` and `/channels/twilio/{id}/status`.
     pub twilio: Vec<TwilioAccount>,
+    /// WeChat Customer Service (WeCom kf) applications, each served at `/channels/wecom/{id}`.
+    pub wecom: Vec<WecomAccount>,
     /// Chinese SMS uplinks (Aliyun SmsUp, Tencent reply callbacks), each at
     /// `/channels/sms/{provider}/{id}/{path_token}`.
     pub sms_uplinks: Vec<SmsUplink>,
@@ -34,6 +36,7 @@ impl Default for Channels {
         Self {
             wechat: Vec::new(),
             twilio: Vec::new(),
+            wecom: Vec::new(),
             sms_uplinks: Vec::new(),
             cti: None,
             outbox: Outbox::default(),
@@ -112,6 +115,41 @@ pub struct TwilioAccount {
     /// Messages API calls per second at most.
     #[serde(default = "default_rate")]
     pub rate_per_second: u32,
+}
+
+/// One WeCom application receiving WeChat Customer Service (微信客服) callbacks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WecomAccount {
+    /// Path segment of the callback URL (`/channels/wecom/{id}`): `[A-Za-z0-9_-]`, 1..=64.
+    pub id: String,
+    /// The CorpID (企业ID).
+    pub corp_id: String,
+    /// The customer-service application's Secret, used to fetch access tokens.
+    pub secret: SecretString,
+    /// The callback Token.
+    pub token: SecretString,
+    /// The callback EncodingAESKey.
+    pub encoding_aes_key: SecretString,
+    /// Queue new conversations enter; the routing default when empty.
+    #[serde(default)]
+    pub queue: String,
+    /// Base URL of the WeCom API.
+    #[serde(default = "default_wecom_api")]
+    pub api_base_url: String,
+    /// Messages allowed per 48 h window after a customer message.
+    #[serde(default = "default_wechat_quota")]
+    pub message_quota: u32,
+    /// Largest accepted callback body, in bytes.
+    #[serde(default = "default_webhook_body")]
+    pub max_body_bytes: usize,
+    /// API calls per second at most.
+    #[serde(default = "default_rate")]
+    pub rate_per_second: u32,
+}
+
+fn default_wecom_api() -> String {
+    "https://qyapi.weixin.qq.com".to_owned()
 }
 
 /// Which provider posts an SMS uplink.
@@ -311,6 +349,38 @@ impl Channels {
             if account.max_body_bytes == 0 || account.rate_per_second == 0 {
                 problem(format!(
                     "{name}: max_body_bytes and rate_per_second must be positive"
+                ));
+            }
+        }
+        let mut ids = BTreeSet::new();
+        for account in &self.wecom {
+            let name = format!("channels.wecom {:?}", account.id);
+            if !valid_path_id(&account.id) {
+                problem(format!("{name}: id must be 1..=64 characters of [A-Za-z0-9_-]"));
+            }
+            if !ids.insert(account.id.as_str()) {
+                problem(format!("{name}: id is used twice"));
+            }
+            if account.corp_id.is_empty()
+                || account.secret.expose_secret().is_empty()
+                || account.token.expose_secret().is_empty()
+            {
+                problem(format!("{name}: corp_id, secret and token must be set"));
+            }
+            let key = account.encoding_aes_key.expose_secret();
+            if key.len() != 43 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                problem(format!(
+                    "{name}: encoding_aes_key must be 43 characters of [A-Za-z0-9]"
+                ));
+            }
+            if !valid_base_url(&account.api_base_url) {
+                problem(format!(
+                    "{name}: api_base_url must start with https:// or http://"
+                ));
+            }
+            if account.message_quota == 0 || account.max_body_bytes == 0 || account.rate_per_second == 0 {
+                problem(format!(
+                    "{name}: message_quota, max_body_bytes and rate_per_second must be positive"
                 ));
             }
         }

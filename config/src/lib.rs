@@ -23,7 +23,9 @@ mod routing;
 mod validate;
 pub use validate::CHANNELS;
 
-pub use channels::{Channels, Cti, Outbox, SmsProvider, SmsUplink, TwilioAccount, WechatAccount};
+pub use channels::{
+    Channels, Cti, Outbox, SmsProvider, SmsUplink, TwilioAccount, WechatAccount, WecomAccount,
+};
 pub use error::{ConfigError, ValidationErrors};
 pub use load::{load, load_from_str, DEFAULT_CONFIG_TOML};
 pub use model::*;

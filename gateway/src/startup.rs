@@ -80,6 +80,7 @@ impl Gateway {
         let has_channels = !config.channels.wechat.is_empty()
             || !config.channels.twilio.is_empty()
             || !config.channels.sms_uplinks.is_empty()
+            || !config.channels.wecom.is_empty()
             || config.channels.cti.is_some();
         let outbound: Option<Arc<dyn ChannelOutbound>> = has_channels.then(|| Arc::new(outbox_handle) as _);
         let settings = BusSettings {

@@ -10,12 +10,14 @@
 //! - `fake_wechat.rs`: [`FakeWechat`], the WeChat API on loopback, checking every request
 //! - `fake_twilio.rs`: [`FakeTwilio`], the Twilio Messages API on loopback, and signed Twilio webhooks
 //! - `fake_cti.rs`: [`FakeCtiReceiver`] for the connect-agent webhook, and signed `cti-webhook/1` events
+//! - `fake_wecom.rs`: [`FakeWecom`], the WeCom kf API on loopback, and its doorbell
 //! - `wechat_client.rs`: WeChat's side of the callback (signed plain and safe-mode pushes)
 
 mod client;
 mod fake_cti;
 mod fake_twilio;
 mod fake_wechat;
+mod fake_wecom;
 mod gateway;
 mod http;
 mod wechat_client;
@@ -26,6 +28,10 @@ pub use fake_twilio::{
     twilio_webhook, FakeTwilio, TwilioScript, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_NUMBER,
 };
 pub use fake_wechat::{FakeWechat, SendScript, SentCustom};
+pub use fake_wecom::{
+    encrypted as wecom_encrypted, FakeWecom, OPEN_KFID, WECOM_AES_KEY, WECOM_CORP_ID, WECOM_SECRET,
+    WECOM_TOKEN,
+};
 pub use gateway::{agents, test_config, TestGateway};
 pub use http::{http_request, HttpResponse};
 pub use wechat_client::{

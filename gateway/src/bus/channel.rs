@@ -147,6 +147,7 @@ impl BusActor {
                 message_id,
                 channel: message.channel,
                 account,
+                channel_account: message.channel_account,
                 from: message.from,
                 external_message_id: message.external_message_id,
                 dedupe_key: message.dedupe_key,

@@ -16,6 +16,8 @@ pub struct Address {
     pub channel: Channel,
     /// Our connector id.
     pub account: String,
+    /// Our account as the provider names it (`open_kfid` for WeCom, which sends from it).
+    pub channel_account: String,
     /// The customer's identity on the channel.
     pub to: Identity,
     /// What we may still send.
@@ -68,6 +70,7 @@ impl AddressBook {
                 if let EventKind::ChannelReceived {
                     channel,
                     account,
+                    channel_account,
                     from,
                     reply_capability,
                     ..
@@ -76,6 +79,7 @@ impl AddressBook {
                     last = Some(Address {
                         channel: *channel,
                         account: account.clone(),
+                        channel_account: channel_account.clone(),
                         to: from.clone(),
                         capability: reply_capability.clone(),
                     });

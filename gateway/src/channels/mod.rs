@@ -13,6 +13,7 @@
 //! - `outbox.rs`: retries with backoff and jitter, per-account pace, dead letters
 //! - `token.rs`: the WeChat access_token owner
 //! - `wechat.rs`: WeChat Official Account routes and sender
+//! - `wecom.rs`: WeChat Customer Service (WeCom kf): doorbell, `sync_msg` pull from a durable cursor, `send_msg`
 //! - `twilio.rs`: Twilio SMS webhook, status callbacks and sender
 //! - `sms_cn.rs`: Aliyun and Tencent SMS uplinks behind a secret path token and a peer allowlist
 //! - `cti.rs`: the signed CTI webhook (calls as voice conversations) and the connect-agent instruction
@@ -26,6 +27,7 @@ pub mod sms_cn;
 pub mod token;
 pub mod twilio;
 pub mod wechat;
+pub mod wecom;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -154,6 +156,8 @@ pub struct ChannelHub {
     twilio_status: dashmap::DashMap<String, omnigate_connectors::twilio::wire::MessageStatus>,
     cti: Option<cti::CtiEndpoint>,
     sms_uplinks: HashMap<String, sms_cn::UplinkEndpoint>,
+    wecom: HashMap<String, wecom::WecomEndpoint>,
+    shutdown: Shutdown,
 }
 
 impl ChannelHub {
@@ -187,6 +191,7 @@ impl ChannelHub {
             let address = Address {
                 channel,
                 account: account.to_owned(),
+                channel_account: message.channel_account.clone(),
                 to: message.from.clone(),
                 capability: message.reply_capability.clone(),
             };
@@ -261,6 +266,12 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
             parts.shutdown,
         )));
     }
+    let mut wecom_endpoints = HashMap::new();
+    for account in &config.wecom {
+        let (endpoint, connector) = wecom::start(account, client.clone(), parts.shutdown)?;
+        wecom_endpoints.insert(account.id.clone(), endpoint);
+        connectors.push(Arc::new(connector));
+    }
     let mut twilio_endpoints = HashMap::new();
     for account in &config.twilio {
         twilio_endpoints.insert(
@@ -300,6 +311,8 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
             .iter()
             .map(|u| (u.id.clone(), sms_cn::endpoint(u)))
             .collect(),
+        wecom: wecom_endpoints,
+        shutdown: parts.shutdown.clone(),
     });
     if let (Some(_), Some(assignments)) = (&hub.cti, assignments) {
         cti::start(&hub, assignments, client, config.outbox.clone(), parts.shutdown);
@@ -317,6 +330,10 @@ pub fn routes(hub: Arc<ChannelHub>) -> Router {
         .route("/channels/twilio/{account}/sms", post(twilio::inbound_sms))
         .route("/channels/twilio/{account}/status", post(twilio::status))
         .route("/channels/cti/v1/events", post(cti::events))
+        .route(
+            "/channels/wecom/{account}",
+            get(wecom::verify_url).post(wecom::doorbell),
+        )
         .route("/channels/sms/{provider}/{account}/{token}", post(sms_cn::uplink))
         .with_state(hub)
 }

@@ -389,7 +389,7 @@ async fn deliver(context: &Context, job: OutboundJob) {
         conversation_id: job.conversation.clone(),
         message_id: job.message_id.clone(),
         channel: address.channel,
-        channel_account: address.account.clone(),
+        channel_account: address.channel_account.clone(),
         to: address.to.clone(),
         content: job.content.clone(),
     };

@@ -44,11 +44,30 @@ fn stopped() -> SendFailure {
     }
 }
 
+/// Where an account's tokens come from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// WeChat Official Account: `POST /cgi-bin/stable_token` with the AppID and AppSecret.
+    WechatStable {
+        /// AppID.
+        appid: String,
+        /// AppSecret.
+        secret: SecretString,
+    },
+    /// WeCom: `GET /cgi-bin/gettoken?corpid=…&corpsecret=…`.
+    Wecom {
+        /// CorpID.
+        corp_id: String,
+        /// The customer-service application's secret.
+        secret: SecretString,
+    },
+}
+
 struct Owner {
     client: reqwest::Client,
-    url: String,
-    appid: String,
-    secret: SecretString,
+    base: String,
+    source: TokenSource,
+    channel: &'static str,
     state: TokenState,
 }
 
@@ -56,18 +75,30 @@ impl Owner {
     /// `POST /cgi-bin/stable_token`: without `force_refresh` it answers the current token, so a token another
     /// fetch replaced is picked up without rotating it again.
     async fn fetch(&mut self, force_refresh: bool) -> Result<String, SendFailure> {
-        let body = api::stable_token_request(&self.appid, self.secret.expose_secret(), force_refresh);
-        let response = self
-            .client
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transport_failure(&e))?;
+        let request = match &self.source {
+            TokenSource::WechatStable { appid, secret } => self
+                .client
+                .post(format!("{}{}", self.base, api::STABLE_TOKEN_PATH))
+                .json(&api::stable_token_request(
+                    appid,
+                    secret.expose_secret(),
+                    force_refresh,
+                )),
+            // gettoken has no force flag: a refused token is replaced by asking again.
+            TokenSource::Wecom { corp_id, secret } => self.client.get(format!(
+                "{}/cgi-bin/gettoken?{}",
+                self.base,
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("corpid", corp_id)
+                    .append_pair("corpsecret", secret.expose_secret())
+                    .finish()
+            )),
+        };
+        let response = request.send().await.map_err(|e| transport_failure(&e))?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| transport_failure(&e))?;
         let token = api::parse_access_token(status, &bytes)?;
-        metrics::channel_token_refreshed("wechat_oa");
+        metrics::channel_token_refreshed(self.channel);
         let value = token.access_token.clone();
         self.state.store(token, unix_ms() / 1000);
         Ok(value)
@@ -88,7 +119,7 @@ impl Owner {
         }
         self.state.invalidate();
         let fresh = self.fetch(false).await?;
-        if fresh != refused {
+        if fresh != refused || matches!(self.source, TokenSource::Wecom { .. }) {
             return Ok(fresh);
         }
         self.fetch(true).await
@@ -119,20 +150,21 @@ impl Owner {
 }
 
 impl TokenManager {
-    /// Starts the owner task for one account on the shutdown tree; `api_base_url` is WeChat's API base.
+    /// Starts the owner task for one account on the shutdown tree; `api_base_url` is the provider's API base and
+    /// `channel` the metrics label.
     pub fn start(
         client: reqwest::Client,
         api_base_url: &str,
-        appid: String,
-        secret: SecretString,
+        source: TokenSource,
+        channel: &'static str,
         shutdown: &Shutdown,
     ) -> TokenManager {
         let (tx, rx) = mpsc::channel(256);
         let owner = Owner {
             client,
-            url: format!("{}{}", api_base_url.trim_end_matches('/'), api::STABLE_TOKEN_PATH),
-            appid,
-            secret,
+            base: api_base_url.trim_end_matches('/').to_owned(),
+            source,
+            channel,
             state: TokenState::new(),
         };
         shutdown.spawn(owner.run(rx, shutdown.root().clone()));

@@ -20,7 +20,7 @@ use omnigate_connectors::{ConnectorError, FailureReason, SendFailure};
 
 use super::connector::{Connector, Receipt};
 use super::http_client::transport_failure;
-use super::token::TokenManager;
+use super::token::{TokenManager, TokenSource};
 use super::{ChannelHub, WebhookError};
 use crate::clock::unix_ms;
 use crate::shutdown::Shutdown;
@@ -114,8 +114,11 @@ impl WechatConnector {
         let tokens = TokenManager::start(
             client.clone(),
             base,
-            config.appid.clone(),
-            config.app_secret.clone(),
+            TokenSource::WechatStable {
+                appid: config.appid.clone(),
+                secret: config.app_secret.clone(),
+            },
+            "wechat_oa",
             shutdown,
         );
         WechatConnector {

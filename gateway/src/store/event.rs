@@ -125,6 +125,9 @@ pub enum EventKind {
         channel: Channel,
         /// Our account on it (connector id from the configuration).
         account: String,
+        /// Our account as the provider names it (`gh_…`, our number, `open_kfid`).
+        #[serde(default)]
+        channel_account: String,
         /// The sender's identity on the channel (OpenID, E.164 number).
         from: Identity,
         /// The provider's message id.
@@ -135,6 +138,14 @@ pub enum EventKind {
         reply_capability: ReplyCapability,
         /// The payload exactly as received (decrypted when it came encrypted).
         raw: String,
+    },
+    /// A channel's pull position (WeCom kf `next_cursor`), kept in a log of its own so it survives restarts.
+    #[serde(rename = "channel.cursor")]
+    ChannelCursor {
+        /// Whose cursor (connector id and `open_kfid`).
+        key: String,
+        /// The cursor to pull from next.
+        cursor: String,
     },
     /// The delivery of an agent's message through a channel moved on: `pending`, `retrying`, `sent`,
     /// `delivered`, or `failed` (dead letter). Agents only.

@@ -12,3 +12,4 @@ mod routing;
 mod sms_uplink;
 mod twilio;
 mod wechat;
+mod wecom;
