@@ -11,10 +11,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
 use omnigate_config::{ExposeSecret, WechatAccount};
-use omnigate_connectors::model::{Channel, Content, OutboundMessage};
+use omnigate_connectors::model::{Channel, Content, OutboundMessage, ReplyCapability};
 use omnigate_connectors::wechat::api;
 use omnigate_connectors::wechat::window::WindowPolicy;
-use omnigate_connectors::wechat::wire::{ACK_BODY, PLAIN_CONTENT_TYPE};
+use omnigate_connectors::wechat::wire::{PushKind, WechatEvent, ACK_BODY, PLAIN_CONTENT_TYPE};
 use omnigate_connectors::wechat::OfficialAccount;
 use omnigate_connectors::{ConnectorError, FailureReason, SendFailure};
 
@@ -91,8 +91,20 @@ pub(super) async fn push(
         .account
         .receive(query.as_deref().unwrap_or_default(), &body, unix_ms())
         .map_err(|e| WebhookError::refused(Channel::WechatOa, e))?;
-    hub.ingest(&account, endpoint.queue.clone(), received.inbound)
+    let unsubscribed = matches!(received.message.kind, PushKind::Event(WechatEvent::Unsubscribe));
+    let ack = hub
+        .ingest(&account, endpoint.queue.clone(), received.inbound)
         .await?;
+    if unsubscribed {
+        // No later message can reach this user (45015): the agent's next reply is refused up front.
+        hub.addresses.set_capability(
+            &ack.conversation,
+            ReplyCapability::Window {
+                expires_at_ms: 0,
+                remaining: 0,
+            },
+        );
+    }
     // `success` needs no encryption, even in safe mode (PROTOCOLS.md §1.5).
     Ok(plain(http::StatusCode::OK, ACK_BODY.to_owned()))
 }

@@ -335,3 +335,31 @@ async fn bad_wechat_requests_are_refused_without_processing() {
 
     assert_no_offer(&mut lin).await;
 }
+
+#[tokio::test]
+async fn after_an_unsubscribe_a_reply_is_dead_lettered_without_calling_wechat() {
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let gateway = gateway(&fake, |_| {}).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    push_ok(&gateway, &text_xml(OPENID, 1, "bye", now_secs()), Mode::Plain).await;
+    let conversation = lin.take_next().await;
+    assert_eq!(
+        lin.next_message_in(&conversation).await["message"]["content"]["text"],
+        "bye"
+    );
+    let unsubscribe = format!(
+        "<xml><ToUserName><![CDATA[{WECHAT_ORIGINAL_ID}]]></ToUserName><FromUserName><![CDATA[{OPENID}]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event></xml>",
+        now_secs()
+    );
+    push_ok(&gateway, &unsubscribe, Mode::Safe).await;
+    let event = lin.next_message_in(&conversation).await;
+    assert_eq!(
+        event["message"]["content"],
+        serde_json::json!({"type": "event", "name": "unsubscribe", "detail": ""})
+    );
+    lin.say(&conversation, "a-1", "are you there?").await;
+    let failed = delivery_until(&mut lin, &conversation, "failed").await;
+    assert_eq!(failed.last().unwrap()["reason"], "window_closed");
+    assert_eq!(fake.send_attempts().await, 0);
+}
