@@ -90,6 +90,7 @@ impl Gateway {
             outbound,
         };
         let bus = Bus::start(settings, router, Arc::clone(&store), &shutdown);
+        let tokens = TokenAuthority::new(&config.auth.jwt_secret);
         let hub = if has_channels {
             let built = channels::build(ChannelParts {
                 config: &config.channels,
@@ -98,13 +99,13 @@ impl Gateway {
                 outbox,
                 shutdown: &shutdown,
                 public_base_url: base_url.clone(),
+                tokens: tokens.clone(),
             })
             .context("channel connectors")?;
             Some(built.hub)
         } else {
             None
         };
-        let tokens = TokenAuthority::new(&config.auth.jwt_secret);
         let mut state = AppState::new(
             bus,
             store,

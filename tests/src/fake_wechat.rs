@@ -67,6 +67,7 @@ impl FakeWechat {
         let app = Router::new()
             .route("/cgi-bin/stable_token", post(stable_token))
             .route("/cgi-bin/message/custom/send", post(custom_send))
+            .route("/cgi-bin/media/get", axum::routing::get(media_get))
             .fallback(unknown)
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -220,6 +221,30 @@ async fn custom_send(
         body: message,
     });
     axum::Json(json!({"errcode": 0, "errmsg": "ok"})).into_response()
+}
+
+/// The bytes [`FakeWechat`] serves for media id `MEDIA_1` (a JPEG header).
+pub const FAKE_JPEG: &[u8] = b"\xff\xd8\xff\xe0fake-jpeg";
+
+/// `GET /cgi-bin/media/get?access_token=…&media_id=…`: the file for `MEDIA_1`, WeChat's JSON error (status 200)
+/// for any other id, as PROTOCOLS.md and the docs describe.
+async fn media_get(State(state): State<Arc<Mutex<FakeState>>>, RawQuery(query): RawQuery) -> Response {
+    let mut state = state.lock().await;
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    if param("access_token").is_none() || param("access_token") != state.current_token {
+        return violation(&mut state, "media/get with a token never issued".to_owned());
+    }
+    match param("media_id").as_deref() {
+        Some("MEDIA_1") => ([("content-type", "image/jpeg")], FAKE_JPEG).into_response(),
+        Some(_) => {
+            axum::Json(json!({"errcode": 40007, "errmsg": "invalid media_id rid: fake"})).into_response()
+        }
+        None => violation(&mut state, "media/get without media_id".to_owned()),
+    }
 }
 
 async fn unknown(State(state): State<Arc<Mutex<FakeState>>>, uri: axum::http::Uri) -> Response {

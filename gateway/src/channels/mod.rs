@@ -157,6 +157,8 @@ pub struct ChannelHub {
     cti: Option<cti::CtiEndpoint>,
     sms_uplinks: HashMap<String, sms_cn::UplinkEndpoint>,
     wecom: HashMap<String, wecom::WecomEndpoint>,
+    wechat_senders: HashMap<String, Arc<wechat::WechatConnector>>,
+    tokens: crate::auth::TokenAuthority,
     shutdown: Shutdown,
 }
 
@@ -242,6 +244,8 @@ pub struct ChannelParts<'a> {
     pub shutdown: &'a Shutdown,
     /// The external base URL providers call (signed webhook URLs are rebuilt from it).
     pub public_base_url: String,
+    /// Verifies agents' tokens on the media download.
+    pub tokens: crate::auth::TokenAuthority,
 }
 
 /// Builds every configured connector and starts the outbox and the token owners.
@@ -256,15 +260,18 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
     let addresses = Arc::new(AddressBook::default());
     let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
     let mut wechat_endpoints = HashMap::new();
+    let mut wechat_senders = HashMap::new();
     for account in &config.wechat {
         let endpoint = wechat::endpoint(account)
             .map_err(|e| anyhow::anyhow!("channels.wechat {:?}: {e}", account.id))?;
         wechat_endpoints.insert(account.id.clone(), endpoint);
-        connectors.push(Arc::new(wechat::WechatConnector::start(
+        let sender = Arc::new(wechat::WechatConnector::start(
             account,
             client.clone(),
             parts.shutdown,
-        )));
+        ));
+        wechat_senders.insert(account.id.clone(), Arc::clone(&sender));
+        connectors.push(sender);
     }
     let mut wecom_endpoints = HashMap::new();
     for account in &config.wecom {
@@ -312,6 +319,8 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
             .map(|u| (u.id.clone(), sms_cn::endpoint(u)))
             .collect(),
         wecom: wecom_endpoints,
+        wechat_senders,
+        tokens: parts.tokens,
         shutdown: parts.shutdown.clone(),
     });
     if let (Some(_), Some(assignments)) = (&hub.cti, assignments) {
@@ -327,6 +336,7 @@ pub fn routes(hub: Arc<ChannelHub>) -> Router {
             "/channels/wechat/{account}",
             get(wechat::verify_url).post(wechat::push),
         )
+        .route("/channels/wechat/{account}/media/{media_id}", get(wechat::media))
         .route("/channels/twilio/{account}/sms", post(twilio::inbound_sms))
         .route("/channels/twilio/{account}/status", post(twilio::status))
         .route("/channels/cti/v1/events", post(cti::events))
@@ -436,6 +446,7 @@ mod tests {
             outbox,
             shutdown: &shutdown,
             public_base_url: "http://127.0.0.1".to_owned(),
+            tokens: crate::auth::TokenAuthority::new(&omnigate_config::SecretString::from("k".repeat(32))),
         })
         .unwrap();
         let sig = signature::signature("gatewaytoken", "1700000000", "n");

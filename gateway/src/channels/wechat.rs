@@ -109,11 +109,47 @@ pub(super) async fn push(
     Ok(plain(http::StatusCode::OK, ACK_BODY.to_owned()))
 }
 
+/// `GET /channels/wechat/{account}/media/{media_id}` (agents only, `Authorization: Bearer <agent token>`): fetches
+/// an inbound image, voice or video from WeChat on demand (media ids live 3 days).
+pub(super) async fn media(
+    State(hub): State<Arc<ChannelHub>>,
+    Path((account, media_id)): Path<(String, String)>,
+    headers: http::HeaderMap,
+) -> Response {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let agent = token.and_then(|t| {
+        hub.tokens
+            .verify(t, crate::auth::Role::Agent, unix_ms() / 1000, 0)
+            .ok()
+    });
+    if agent.is_none() {
+        return (http::StatusCode::UNAUTHORIZED, "an agent token is required").into_response();
+    }
+    let Some(sender) = hub.wechat_senders.get(&account) else {
+        return http::StatusCode::NOT_FOUND.into_response();
+    };
+    match sender.fetch_media(&media_id).await {
+        Ok((content_type, bytes)) => ([(CONTENT_TYPE, content_type)], bytes).into_response(),
+        Err(failure) => {
+            tracing::warn!(error = %failure.error, "wechat media not fetched");
+            let status = match failure.reason {
+                FailureReason::ContentRejected => http::StatusCode::NOT_FOUND,
+                _ => http::StatusCode::BAD_GATEWAY,
+            };
+            (status, failure.reason.agent_message()).into_response()
+        }
+    }
+}
+
 /// Sends agents' replies through the customer-service API.
 #[derive(Debug)]
 pub struct WechatConnector {
     id: String,
     client: reqwest::Client,
+    media_url: String,
     send_url: String,
     tokens: TokenManager,
     min_interval: Duration,
@@ -137,9 +173,51 @@ impl WechatConnector {
             id: config.id.clone(),
             client,
             send_url: format!("{base}{}", api::CUSTOM_SEND_PATH),
+            media_url: format!("{base}{}", api::MEDIA_GET_PATH),
             tokens,
             min_interval: Duration::from_secs(1) / config.rate_per_second.max(1),
         }
+    }
+
+    /// Downloads a temporary media by id (refreshing a refused token once); answers its content type and bytes.
+    ///
+    /// # Errors
+    /// The classified failure (an unknown or expired media id is [`FailureReason::ContentRejected`]).
+    pub async fn fetch_media(&self, media_id: &str) -> Result<(String, Bytes), SendFailure> {
+        let token = self.tokens.get().await?;
+        match self.get_media(&token, media_id).await {
+            Err(failure) if failure.reason.refresh_token_and_retry() => {
+                let token = self.tokens.refused(token).await?;
+                self.get_media(&token, media_id).await
+            }
+            other => other,
+        }
+    }
+
+    async fn get_media(&self, token: &str, media_id: &str) -> Result<(String, Bytes), SendFailure> {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("access_token", token)
+            .finish();
+        let response = self
+            .client
+            .get(format!(
+                "{}?{query}&{}",
+                self.media_url,
+                api::media_get_query(media_id)
+            ))
+            .send()
+            .await
+            .map_err(|e| transport_failure(&e))?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let bytes = response.bytes().await.map_err(|e| transport_failure(&e))?;
+        api::parse_media_response(status, &content_type, &bytes)?;
+        Ok((content_type, bytes))
     }
 
     async fn post(&self, token: &str, body: &serde_json::Value) -> Result<(), SendFailure> {

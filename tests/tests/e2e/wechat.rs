@@ -7,7 +7,7 @@ use omnigate_config::{Config, SecretString, WechatAccount};
 use omnigate_connectors::wechat::signature;
 use omnigate_tests::{
     http_request, image_xml, signed_push, text_xml, wechat_push, Agent, FakeWechat, Mode, SendScript,
-    TestGateway, WECHAT_AES_KEY, WECHAT_APPID, WECHAT_ORIGINAL_ID, WECHAT_SECRET, WECHAT_TOKEN,
+    TestGateway, FAKE_JPEG, WECHAT_AES_KEY, WECHAT_APPID, WECHAT_ORIGINAL_ID, WECHAT_SECRET, WECHAT_TOKEN,
 };
 use serde_json::Value;
 
@@ -139,6 +139,31 @@ async fn a_wechat_customer_and_an_agent_hold_a_whole_conversation() {
     assert_eq!(image["message"]["content"]["type"], "media");
     assert_eq!(image["message"]["content"]["kind"], "image");
     assert_eq!(image["message"]["content"]["provider_ref"], "MEDIA_1");
+    // The agent fetches the image from WeChat on demand, with its own token.
+    let auth = format!("Bearer {}", gateway.agent_token("lin"));
+    let media = |id: &'static str, auth: Option<String>| {
+        let gateway = &gateway;
+        async move {
+            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+            http_request(
+                gateway.public,
+                "GET",
+                &format!("/channels/wechat/main/media/{id}"),
+                &headers,
+                b"",
+            )
+            .await
+        }
+    };
+    let fetched = media("MEDIA_1", Some(auth.clone())).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.header("content-type"), Some("image/jpeg"));
+    assert_eq!(
+        fetched.body.as_bytes(),
+        String::from_utf8_lossy(FAKE_JPEG).as_bytes()
+    );
+    assert_eq!(media("MEDIA_1", None).await.status, 401);
+    assert_eq!(media("EXPIRED", Some(auth)).await.status, 404);
 
     let events = agent_events(&gateway, "lin", &conversation).await;
     let received: Vec<&Value> = events
