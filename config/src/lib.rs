@@ -9,11 +9,13 @@
 //!
 //! Layout:
 //! - `model.rs`: the `Config` tree and its defaults
+//! - `channels.rs`: channel connectors and the outbox
 //! - `routing.rs`: queues, skills and routing policy (consumed by `omnigate-router`)
 //! - `load.rs`: layering of file and environment
 //! - `validate.rs`: whole-tree checks
 //! - `error.rs`: `ConfigError`
 
+mod channels;
 mod error;
 mod load;
 mod model;
@@ -21,6 +23,9 @@ mod routing;
 mod validate;
 pub use validate::CHANNELS;
 
+pub use channels::{
+    Channels, Cti, Outbox, SmsProvider, SmsUplink, TwilioAccount, WechatAccount, WecomAccount,
+};
 pub use error::{ConfigError, ValidationErrors};
 pub use load::{load, load_from_str, DEFAULT_CONFIG_TOML};
 pub use model::*;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::channels::Channels;
 use crate::routing::{AgentConfig, Routing};
 
 /// The whole configuration of one gateway process.
@@ -30,6 +31,8 @@ pub struct Config {
     pub routing: Routing,
     /// Log output.
     pub log: Log,
+    /// Channel connectors (WeChat, SMS) and the outbound outbox.
+    pub channels: Channels,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             agents: Vec::new(),
             routing: Routing::default(),
             log: Log::default(),
+            channels: Channels::default(),
         }
     }
 }

@@ -160,6 +160,7 @@ impl Config {
             }
         }
 
+        self.channels.check(&mut problem);
         self.routing.validate(&mut problems);
 
         if problems.is_empty() {

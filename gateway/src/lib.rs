@@ -10,6 +10,7 @@
 //! - `startup.rs`: [`Gateway`]: build (binds), run until stopped
 //! - `shutdown.rs`: the one shutdown tree
 //! - `bus/`: the session bus actor
+//! - `channels/`: channel connectors' IO: webhooks, provider clients, the outbound outbox
 //! - `store/`: the context store trait and backends
 //! - `protocol/`: frames of chat protocol v1 and the agent protocol
 //! - `ws/`: websocket sessions with their limits
@@ -18,6 +19,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod http;

@@ -12,7 +12,8 @@ use omnigate_router::{AgentSpec, Router};
 use tokio::net::TcpListener;
 
 use crate::auth::{Claims, Role, TokenAuthority};
-use crate::bus::{Bus, BusSettings};
+use crate::bus::{Bus, BusSettings, ChannelOutbound};
+use crate::channels::{self, ChannelParts};
 use crate::clock::unix_ms;
 use crate::http::{admin_app, public_app, AppState, Settings};
 use crate::shutdown::Shutdown;
@@ -78,20 +79,44 @@ impl Gateway {
         };
         telemetry::prometheus();
         let shutdown = Shutdown::new();
+        let (outbox_handle, outbox) = channels::outbox();
+        let has_channels = !config.channels.wechat.is_empty()
+            || !config.channels.twilio.is_empty()
+            || !config.channels.sms_uplinks.is_empty()
+            || !config.channels.wecom.is_empty()
+            || config.channels.cti.is_some();
+        let outbound: Option<Arc<dyn ChannelOutbound>> = has_channels.then(|| Arc::new(outbox_handle) as _);
         let settings = BusSettings {
             reopen_window_ms: config.conversations.reopen_window_secs * 1000,
             default_queue: config.routing.default_queue.clone(),
             agents: agents.clone(),
+            outbound,
         };
         let bus = Bus::start(settings, router, Arc::clone(&store), &shutdown);
         let tokens = TokenAuthority::new(&config.auth.jwt_secret);
-        let state = AppState::new(
+        let hub = if has_channels {
+            let built = channels::build(ChannelParts {
+                config: &config.channels,
+                bus: bus.clone(),
+                store: Arc::clone(&store),
+                outbox,
+                shutdown: &shutdown,
+                public_base_url: base_url.clone(),
+                tokens: tokens.clone(),
+            })
+            .context("channel connectors")?;
+            Some(built.hub)
+        } else {
+            None
+        };
+        let mut state = AppState::new(
             bus,
             store,
             tokens,
             Settings::from_config(&config, &base_url),
             shutdown.clone(),
         );
+        state.channels = hub;
         Ok(Gateway {
             public,
             admin,

@@ -36,6 +36,8 @@ pub struct BusSettings {
     pub default_queue: String,
     /// Configured agents: id, display name and routing spec.
     pub agents: Vec<(String, String, AgentSpec)>,
+    /// Where agents' messages on connector channels (WeChat, SMS) go; `None` when no connector is configured.
+    pub outbound: Option<Arc<dyn super::ChannelOutbound>>,
 }
 
 #[derive(Debug)]
@@ -184,7 +186,15 @@ impl BusActor {
                 reply,
             } => {
                 let result = self
-                    .customer_send(customer, channel, queue, conversation, client_msg_id, content)
+                    .customer_send(
+                        customer,
+                        channel,
+                        queue,
+                        conversation,
+                        client_msg_id,
+                        content,
+                        true,
+                    )
                     .await;
                 drop(reply.send(result));
             }
@@ -254,6 +264,14 @@ impl BusActor {
                 conversation,
                 reply,
             } => drop(reply.send(self.access(&who, &conversation))),
+            Command::ChannelInbound { inbound, reply } => {
+                drop(reply.send(self.channel_inbound(inbound).await));
+            }
+            Command::Delivery {
+                conversation,
+                update,
+                reply,
+            } => drop(reply.send(self.delivery_updated(conversation, update).await)),
         }
     }
 
@@ -471,7 +489,10 @@ impl BusActor {
         }
     }
 
-    async fn customer_send(
+    /// `route: false` stores the message without putting a new conversation into routing yet (a call is routed
+    /// once it is queued, not while it is in the IVR).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn customer_send(
         &mut self,
         customer: CustomerId,
         channel: Channel,
@@ -479,6 +500,7 @@ impl BusActor {
         requested: Option<ConversationId>,
         client_msg_id: String,
         content: Content,
+        route: bool,
     ) -> Result<SendAck, BusError> {
         let now_ms = unix_ms();
         let window = self.settings.reopen_window_ms;
@@ -531,10 +553,11 @@ impl BusActor {
             }
             if reopen {
                 self.reopen(&id, actor).await?;
-            } else if self
-                .conversations
-                .get(&id)
-                .is_some_and(|c| c.record.status == ConversationStatus::New)
+            } else if route
+                && self
+                    .conversations
+                    .get(&id)
+                    .is_some_and(|c| c.record.status == ConversationStatus::New)
             {
                 self.enqueue(&id).await;
             }
@@ -610,12 +633,13 @@ impl BusActor {
     }
 
     /// Puts a conversation into routing: logs `queued`, then lets the router decide.
-    async fn enqueue(&mut self, id: &ConversationId) {
+    pub(super) async fn enqueue(&mut self, id: &ConversationId) {
         let Some(conv) = self.conversations.get_mut(id) else {
             return;
         };
         conv.record.status = ConversationStatus::Queued;
         let queue = conv.record.queue.clone();
+        let attributes = conv.attributes.clone();
         let now = self.clock.now();
         let preferred = conv
             .last_agent
@@ -624,6 +648,9 @@ impl BusActor {
         let mut spec = TaskSpec::new(TaskId(id.to_string()), &queue, media_of(conv.record.channel), now);
         if let Some((agent, until)) = preferred {
             spec = spec.with_preferred_agent(agent, until);
+        }
+        for (key, value) in &attributes {
+            spec = spec.with_attribute(key, value);
         }
         self.queued.insert(id.clone());
         if let Err(error) = self
@@ -700,6 +727,13 @@ impl BusActor {
                     agent: AgentId(agent),
                 })
                 .await;
+            }
+            if let EventKind::Message {
+                message_id, content, ..
+            } = &appended.event().kind
+            {
+                self.hand_to_channel(&id, message_id.clone(), content.clone())
+                    .await;
             }
         }
         let event = appended.event();
@@ -1029,6 +1063,7 @@ impl BusActor {
             "queue": conv.record.queue,
             "customer_id": conv.record.customer,
             "preview": conv.preview,
+            "attributes": conv.attributes,
             "expires_in_ms": expires_at.since(now),
         }))
     }

@@ -1,5 +1,7 @@
 //! The bus's in-memory summary of one conversation.
 
+use std::collections::BTreeMap;
+
 use omnigate_router::Millis;
 
 use crate::store::{ConversationRecord, ConversationStatus};
@@ -27,6 +29,8 @@ pub(super) struct Conversation {
     pub(super) preview: String,
     /// The queue position and estimated wait last told to the customer.
     pub(super) told_position: Option<(usize, Option<u64>)>,
+    /// Routing attributes gathered before routing (a call's IVR digits and intent), shown in the offer.
+    pub(super) attributes: BTreeMap<String, String>,
 }
 
 impl Conversation {
@@ -43,6 +47,7 @@ impl Conversation {
             agent_delivered: 0,
             preview: String::new(),
             told_position: None,
+            attributes: BTreeMap::new(),
         }
     }
 

@@ -280,10 +280,11 @@ impl BusActor {
             }
         }
         let kind = EventKind::Assigned {
-            agent_id: agent,
+            agent_id: agent.clone(),
             agent_name: name,
         };
         self.append(&id, Actor::System, kind, None).await?;
+        self.channel_assigned(&id, &agent).await;
         if let Some(conv) = self.conversations.get(&id) {
             self.store
                 .save_conversation(&conv.record)

@@ -10,8 +10,10 @@
 //! - `actor.rs`: the loop, command handling and fan-out
 //! - `decisions.rs`: executing the router's decisions
 //! - `conversation.rs`: the in-memory summary of one conversation
+//! - `channel.rs`: channel connectors on the bus: inbound messages, the outbound hand-off, delivery states
 
 mod actor;
+mod channel;
 mod conversation;
 mod decisions;
 
@@ -28,6 +30,7 @@ use crate::shutdown::Shutdown;
 use crate::store::{ContextStore, ConversationStatus, View};
 
 pub use actor::BusSettings;
+pub use channel::{ChannelInbound, ChannelOutbound, DeliveryUpdate, OutboundJob};
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -267,6 +270,15 @@ pub(crate) enum Command {
         who: Participant,
         conversation: ConversationId,
         reply: Reply<View>,
+    },
+    ChannelInbound {
+        inbound: ChannelInbound,
+        reply: Reply<SendAck>,
+    },
+    Delivery {
+        conversation: ConversationId,
+        update: DeliveryUpdate,
+        reply: Reply<()>,
     },
 }
 
@@ -538,6 +550,33 @@ impl Bus {
     /// [`BusError::Unavailable`] when the bus stopped.
     pub async fn conversations(&self, who: Participant) -> Result<Vec<ConversationSummary>, BusError> {
         self.call(|reply| Command::Conversations { who, reply }).await
+    }
+
+    /// Stores a message that arrived through a channel connector, with its raw payload for audit; a
+    /// provider's retry (same dedupe key) answers the original ack.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the store cannot take it: answer the provider 5xx so it retries.
+    pub async fn channel_inbound(&self, inbound: ChannelInbound) -> Result<SendAck, BusError> {
+        self.call(|reply| Command::ChannelInbound { inbound, reply })
+            .await
+    }
+
+    /// Logs a delivery state change of an agent's message (the agent sees it as a `delivery.updated` event).
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the store cannot take it.
+    pub async fn delivery_updated(
+        &self,
+        conversation: ConversationId,
+        update: DeliveryUpdate,
+    ) -> Result<(), BusError> {
+        self.call(|reply| Command::Delivery {
+            conversation,
+            update,
+            reply,
+        })
+        .await
     }
 
     /// Which view of the conversation the participant may read.

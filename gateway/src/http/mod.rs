@@ -5,6 +5,8 @@
 //! - `error.rs`: [`ApiError`], the one mapping of errors to responses
 //! - `chat.rs`: `POST /chat/v1/sessions`, `GET /chat/v1/conversations/{id}/events`, the websocket upgrades
 //! - `admin.rs`: `/healthz`, `/readyz`, `/metrics`
+//!
+//! The channel webhooks (`/channels/…`) come from [`crate::channels::routes`].
 
 mod admin;
 mod chat;
@@ -41,6 +43,11 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
 pub fn public_app(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
     let body_limit = state.settings.max_body_bytes;
+    let channels = state
+        .channels
+        .clone()
+        .map(crate::channels::routes)
+        .unwrap_or_default();
     Router::new()
         .route("/chat/v1/sessions", post(chat::create_session))
         .route(
@@ -51,6 +58,7 @@ pub fn public_app(state: AppState) -> Router {
         .route("/agent/v1/ws", get(chat::agent_socket))
         .fallback(chat::not_found)
         .with_state(state)
+        .merge(channels)
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(
             http::StatusCode::REQUEST_TIMEOUT,

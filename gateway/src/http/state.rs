@@ -78,6 +78,8 @@ pub struct AppState {
     pub session_rate: Arc<WindowCounter>,
     /// The shutdown tree.
     pub shutdown: Shutdown,
+    /// The channel connectors' webhooks, when any is configured.
+    pub channels: Option<Arc<crate::channels::ChannelHub>>,
     connection_ids: Arc<AtomicU64>,
 }
 
@@ -102,6 +104,7 @@ impl AppState {
             connection_limits,
             session_rate: Arc::new(WindowCounter::default()),
             shutdown,
+            channels: None,
             connection_ids: Arc::new(AtomicU64::new(1)),
         }
     }

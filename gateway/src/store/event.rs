@@ -1,6 +1,6 @@
 //! The immutable record of something that happened in a conversation: what, when, and who did it.
 
-use omnigate_connectors::model::{Channel, Content, CustomerId, MessageId};
+use omnigate_connectors::model::{Channel, Content, CustomerId, Identity, MessageId, ReplyCapability};
 use serde::{Deserialize, Serialize};
 
 /// Who caused an event.
@@ -127,6 +127,63 @@ pub enum EventKind {
     /// A customer message after close reopened it.
     #[serde(rename = "conversation.reopened")]
     Reopened,
+    /// A message arrived through a channel connector (WeChat, SMS): the provider's raw payload, kept for
+    /// audit, and where to answer. Appended right after the customer's `message.created`; agents only.
+    #[serde(rename = "channel.received")]
+    ChannelReceived {
+        /// The `message.created` it belongs to.
+        message_id: MessageId,
+        /// The channel.
+        channel: Channel,
+        /// Our account on it (connector id from the configuration).
+        account: String,
+        /// Our account as the provider names it (`gh_…`, our number, `open_kfid`).
+        #[serde(default)]
+        channel_account: String,
+        /// The sender's identity on the channel (OpenID, E.164 number).
+        from: Identity,
+        /// The provider's message id.
+        external_message_id: String,
+        /// The channel-scoped key equal across the provider's retries.
+        dedupe_key: String,
+        /// What the customer's action allows us to send back.
+        reply_capability: ReplyCapability,
+        /// The payload exactly as received (decrypted when it came encrypted).
+        raw: String,
+    },
+    /// A channel's pull position (WeCom kf `next_cursor`), kept in a log of its own so it survives restarts.
+    #[serde(rename = "channel.cursor")]
+    ChannelCursor {
+        /// Whose cursor (connector id and `open_kfid`).
+        key: String,
+        /// The cursor to pull from next.
+        cursor: String,
+    },
+    /// The delivery of an agent's message through a channel moved on: `pending`, `retrying`, `sent`,
+    /// `delivered`, or `failed` (dead letter). Agents only.
+    #[serde(rename = "delivery.updated")]
+    DeliveryUpdated {
+        /// The agent's `message.created`.
+        message_id: MessageId,
+        /// The channel it goes out through.
+        channel: Channel,
+        /// `pending`, `retrying`, `sent`, `delivered` or `failed`.
+        state: String,
+        /// Provider attempts made so far.
+        attempt: u32,
+        /// Why it failed or is retried (`window_closed`, `quota_exhausted`, `provider_unavailable`, ...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// A sentence for the agent, or the provider's error.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
+        /// The provider's id of the sent message (Twilio `SM…`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider_message_id: Option<String>,
+        /// SMS segments the message takes (GSM-7 / UCS-2), for SMS channels.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        segments: Option<u32>,
+    },
     /// A read watermark moved.
     #[serde(rename = "read.updated")]
     Read {

@@ -16,6 +16,10 @@ const CONVERSATIONS_OPEN: &str = "omnigate_conversations_open";
 const BUS_COMMAND_SECONDS: &str = "omnigate_bus_command_seconds";
 const REPLAYED: &str = "omnigate_events_replayed_total";
 const SLA_BREACHES: &str = "omnigate_sla_breaches_total";
+const CHANNEL_INBOUND: &str = "omnigate_channel_inbound_total";
+const CHANNEL_DELIVERY: &str = "omnigate_channel_delivery_updates_total";
+const CHANNEL_TOKEN_REFRESHES: &str = "omnigate_channel_token_refreshes_total";
+const CHANNEL_TOKEN_REFUSED: &str = "omnigate_channel_token_refused_total";
 
 pub(crate) fn describe_all() {
     describe_gauge!(WS_CONNECTIONS, "open websocket connections by role");
@@ -31,6 +35,26 @@ pub(crate) fn describe_all() {
     describe_counter!(
         REPLAYED,
         "events replayed to a resuming or newly assigned connection"
+    );
+    describe_counter!(
+        SLA_BREACHES,
+        "waiting conversations that passed a service-level target"
+    );
+    describe_counter!(
+        CHANNEL_INBOUND,
+        "provider webhooks by channel and outcome (stored, duplicate, refused)"
+    );
+    describe_counter!(
+        CHANNEL_DELIVERY,
+        "delivery states of agents' channel messages (pending, retrying, sent, delivered, failed)"
+    );
+    describe_counter!(
+        CHANNEL_TOKEN_REFRESHES,
+        "provider access tokens fetched by channel"
+    );
+    describe_counter!(
+        CHANNEL_TOKEN_REFUSED,
+        "provider calls refused for a stale access token by channel"
     );
 }
 
@@ -93,4 +117,24 @@ pub fn events_replayed(count: usize) {
 /// A waiting conversation passed a service-level target.
 pub fn sla_breached() {
     counter!(SLA_BREACHES).increment(1);
+}
+
+/// A provider webhook was handled (`outcome`: `stored`, `duplicate`, `refused`).
+pub fn channel_inbound(channel: &'static str, outcome: &'static str) {
+    counter!(CHANNEL_INBOUND, "channel" => channel, "outcome" => outcome).increment(1);
+}
+
+/// An agent's channel message reached a delivery state (`pending`, `retrying`, `sent`, `delivered`, `failed`).
+pub fn channel_delivery(channel: &'static str, state: &str) {
+    counter!(CHANNEL_DELIVERY, "channel" => channel, "state" => state.to_owned()).increment(1);
+}
+
+/// An access token was fetched.
+pub fn channel_token_refreshed(channel: &'static str) {
+    counter!(CHANNEL_TOKEN_REFRESHES, "channel" => channel).increment(1);
+}
+
+/// A provider refused our access token (40001/42001).
+pub fn channel_token_refused(channel: &'static str) {
+    counter!(CHANNEL_TOKEN_REFUSED, "channel" => channel).increment(1);
 }

@@ -5,8 +5,13 @@
 mod admin;
 mod bad_input;
 mod conversation;
+mod cti;
 mod delivery;
 mod parallel;
 mod redis;
 mod routing;
+mod sms_uplink;
 mod store_conformance;
+mod twilio;
+mod wechat;
+mod wecom;

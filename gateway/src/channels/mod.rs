@@ -1,0 +1,464 @@
+//! Channel connectors' IO: the providers' webhooks mounted on the public listener, the outbound outbox and the
+//! provider clients. The protocols themselves (signatures, crypto, wire types, normalization) are
+//! `omnigate-connectors`; this module only moves bytes and state.
+//!
+//! Inbound: verify → normalize → resolve the customer → the bus stores the message and its raw payload
+//! (idempotent on the provider's dedupe key) → only then answer 2xx. A store failure answers 503 so the
+//! provider retries: nothing acknowledged is lost, and a retry makes no second message.
+//!
+//! Layout:
+//! - `connector.rs`: the [`Connector`] trait every sender implements
+//! - `http_client.rs`: the shared rustls HTTP client
+//! - `address.rs`: where to answer each conversation (account, identity, reply window)
+//! - `outbox.rs`: retries with backoff and jitter, per-account pace, dead letters
+//! - `token.rs`: the WeChat access_token owner
+//! - `wechat.rs`: WeChat Official Account routes and sender
+//! - `wecom.rs`: WeChat Customer Service (WeCom kf): doorbell, `sync_msg` pull from a durable cursor, `send_msg`
+//! - `twilio.rs`: Twilio SMS webhook, status callbacks and sender
+//! - `sms_cn.rs`: Aliyun and Tencent SMS uplinks behind a secret path token and a peer allowlist
+//! - `cti.rs`: the signed CTI webhook (calls as voice conversations) and the connect-agent instruction
+
+pub mod address;
+pub mod connector;
+pub mod cti;
+pub mod http_client;
+pub mod outbox;
+pub mod sms_cn;
+pub mod token;
+pub mod twilio;
+pub mod wechat;
+pub mod wecom;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::header::CONTENT_TYPE;
+use http::StatusCode;
+use omnigate_config::Channels as ChannelsConfig;
+use omnigate_connectors::model::{Channel, InboundMessage};
+use omnigate_connectors::InboundError;
+
+use crate::bus::{Bus, BusError, ChannelInbound, SendAck};
+use crate::clock::unix_ms;
+use crate::shutdown::Shutdown;
+use crate::store::ContextStore;
+use crate::telemetry::metrics;
+
+pub use address::{Address, AddressBook};
+pub use connector::{Connector, Receipt};
+pub use outbox::{outbox, Outbox, OutboxHandle, OutboxParts, SentRecord};
+
+/// Why a webhook was not accepted. Becomes the response; logged once here, inside the request's span (which
+/// carries the request id).
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// No connector is configured under this path.
+    #[error("unknown channel account")]
+    UnknownAccount,
+    /// The provider request failed verification or parsing; nothing of it was processed.
+    #[error("{channel}: {error}")]
+    Refused {
+        /// Which channel refused it.
+        channel: &'static str,
+        /// Why.
+        error: InboundError,
+    },
+    /// The caller is not allowed (wrong path token, peer outside the allowlist); nothing was processed.
+    #[error("{channel}: {reason}")]
+    Forbidden {
+        /// Which channel refused it.
+        channel: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The message could not be stored in time: the provider should retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl WebhookError {
+    fn refused(channel: Channel, error: InboundError) -> WebhookError {
+        WebhookError::Refused {
+            channel: channel.as_str(),
+            error,
+        }
+    }
+
+    fn forbidden(channel: Channel, reason: &'static str) -> WebhookError {
+        WebhookError::Forbidden {
+            channel: channel.as_str(),
+            reason,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            WebhookError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            WebhookError::UnknownAccount => StatusCode::NOT_FOUND,
+            WebhookError::Refused { error, .. } => {
+                StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            WebhookError::Refused { channel, error } => {
+                metrics::channel_inbound(channel, "refused");
+                tracing::warn!(channel, status = status.as_u16(), %error, "channel webhook refused");
+            }
+            WebhookError::Unavailable(error) => {
+                tracing::error!(status = status.as_u16(), %error, "channel message not stored; provider will retry");
+            }
+            WebhookError::Forbidden { channel, reason } => {
+                metrics::channel_inbound(channel, "refused");
+                tracing::warn!(channel, reason, "channel webhook refused");
+            }
+            WebhookError::UnknownAccount => {}
+        }
+        let body = match &self {
+            // Never echo a refused request's details back to an unauthenticated caller.
+            WebhookError::Refused { .. } | WebhookError::Forbidden { .. } => {
+                status.canonical_reason().unwrap_or("refused").to_owned()
+            }
+            other => other.to_string(),
+        };
+        (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    }
+}
+
+impl From<BusError> for WebhookError {
+    fn from(error: BusError) -> WebhookError {
+        WebhookError::Unavailable(error.to_string())
+    }
+}
+
+/// What the channel routes share.
+#[derive(Debug)]
+pub struct ChannelHub {
+    bus: Bus,
+    store: Arc<dyn ContextStore>,
+    addresses: Arc<AddressBook>,
+    ingest_deadline: Duration,
+    wechat: HashMap<String, wechat::WechatEndpoint>,
+    twilio: HashMap<String, twilio::TwilioEndpoint>,
+    /// Provider ids of sent messages, for status callbacks.
+    sent: Arc<dashmap::DashMap<String, SentRecord>>,
+    /// The furthest Twilio status seen per message (callbacks arrive out of order).
+    twilio_status: dashmap::DashMap<String, omnigate_connectors::twilio::wire::MessageStatus>,
+    cti: Option<cti::CtiEndpoint>,
+    sms_uplinks: HashMap<String, sms_cn::UplinkEndpoint>,
+    wecom: HashMap<String, wecom::WecomEndpoint>,
+    wechat_senders: HashMap<String, Arc<wechat::WechatConnector>>,
+    tokens: crate::auth::TokenAuthority,
+    shutdown: Shutdown,
+}
+
+impl ChannelHub {
+    /// Stores one verified inbound message, within the ingest deadline, and learns where to answer.
+    async fn ingest(
+        &self,
+        account: &str,
+        queue: Option<String>,
+        message: InboundMessage,
+    ) -> Result<SendAck, WebhookError> {
+        self.ingest_with(account, queue, message, BTreeMap::new(), true)
+            .await
+    }
+
+    /// [`Self::ingest`] with routing attributes, and `route: false` to store without routing yet.
+    async fn ingest_with(
+        &self,
+        account: &str,
+        queue: Option<String>,
+        message: InboundMessage,
+        attributes: BTreeMap<String, String>,
+        route: bool,
+    ) -> Result<SendAck, WebhookError> {
+        let channel = message.channel;
+        let work = async {
+            let customer = self
+                .store
+                .resolve_customer(&message.from)
+                .await
+                .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+            let address = Address {
+                channel,
+                account: account.to_owned(),
+                channel_account: message.channel_account.clone(),
+                to: message.from.clone(),
+                capability: message.reply_capability.clone(),
+            };
+            let ack = self
+                .bus
+                .channel_inbound(ChannelInbound {
+                    customer,
+                    account: account.to_owned(),
+                    queue,
+                    message,
+                    attributes,
+                    route,
+                })
+                .await?;
+            self.addresses.learn(&ack.conversation, address, unix_ms());
+            Ok::<_, WebhookError>(ack)
+        };
+        let ack = tokio::time::timeout(self.ingest_deadline, work)
+            .await
+            .map_err(|_| WebhookError::Unavailable("ingest deadline passed".to_owned()))??;
+        metrics::channel_inbound(
+            channel.as_str(),
+            if ack.duplicate { "duplicate" } else { "stored" },
+        );
+        Ok(ack)
+    }
+}
+
+/// The configured channels, built and started.
+#[derive(Debug)]
+pub struct Channels {
+    /// The routes' shared state.
+    pub hub: Arc<ChannelHub>,
+}
+
+/// Everything [`build`] needs.
+#[derive(Debug)]
+pub struct ChannelParts<'a> {
+    /// Channel configuration.
+    pub config: &'a ChannelsConfig,
+    /// The session bus (already started with the outbox handle).
+    pub bus: Bus,
+    /// The context store.
+    pub store: Arc<dyn ContextStore>,
+    /// The outbox receiver to start.
+    pub outbox: Outbox,
+    /// The shutdown tree.
+    pub shutdown: &'a Shutdown,
+    /// The external base URL providers call (signed webhook URLs are rebuilt from it).
+    pub public_base_url: String,
+    /// Verifies agents' tokens on the media download.
+    pub tokens: crate::auth::TokenAuthority,
+}
+
+/// Builds every configured connector and starts the outbox and the token owners.
+///
+/// # Errors
+/// A configuration the connectors refuse (a malformed key) or a TLS backend that cannot start.
+pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
+    let config = parts.config;
+    let assignments = parts.outbox.take_assignments();
+    let cti_endpoint = config.cti.as_ref().map(cti::endpoint).transpose()?;
+    let client = http_client::build(Duration::from_millis(config.outbox.request_timeout_ms))?;
+    let addresses = Arc::new(AddressBook::default());
+    let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
+    let mut wechat_endpoints = HashMap::new();
+    let mut wechat_senders = HashMap::new();
+    for account in &config.wechat {
+        let endpoint = wechat::endpoint(account)
+            .map_err(|e| anyhow::anyhow!("channels.wechat {:?}: {e}", account.id))?;
+        wechat_endpoints.insert(account.id.clone(), endpoint);
+        let sender = Arc::new(wechat::WechatConnector::start(
+            account,
+            client.clone(),
+            parts.shutdown,
+        ));
+        wechat_senders.insert(account.id.clone(), Arc::clone(&sender));
+        connectors.push(sender);
+    }
+    let mut wecom_endpoints = HashMap::new();
+    for account in &config.wecom {
+        let (endpoint, connector) = wecom::start(account, client.clone(), parts.shutdown)?;
+        wecom_endpoints.insert(account.id.clone(), endpoint);
+        connectors.push(Arc::new(connector));
+    }
+    let mut twilio_endpoints = HashMap::new();
+    for account in &config.twilio {
+        twilio_endpoints.insert(
+            account.id.clone(),
+            twilio::endpoint(account, &parts.public_base_url),
+        );
+        connectors.push(Arc::new(twilio::TwilioConnector::new(
+            account,
+            client.clone(),
+            &parts.public_base_url,
+        )));
+    }
+    let sent = Arc::new(dashmap::DashMap::new());
+    parts.outbox.start(
+        OutboxParts {
+            bus: parts.bus.clone(),
+            store: Arc::clone(&parts.store),
+            addresses: Arc::clone(&addresses),
+            connectors,
+            sent: Arc::clone(&sent),
+            config: config.outbox.clone(),
+        },
+        parts.shutdown,
+    );
+    let hub = Arc::new(ChannelHub {
+        bus: parts.bus,
+        store: parts.store,
+        addresses,
+        ingest_deadline: Duration::from_millis(config.ingest_deadline_ms),
+        wechat: wechat_endpoints,
+        twilio: twilio_endpoints,
+        sent,
+        twilio_status: dashmap::DashMap::new(),
+        cti: cti_endpoint,
+        sms_uplinks: config
+            .sms_uplinks
+            .iter()
+            .map(|u| (u.id.clone(), sms_cn::endpoint(u)))
+            .collect(),
+        wecom: wecom_endpoints,
+        wechat_senders,
+        tokens: parts.tokens,
+        shutdown: parts.shutdown.clone(),
+    });
+    if let (Some(_), Some(assignments)) = (&hub.cti, assignments) {
+        cti::start(&hub, assignments, client, config.outbox.clone(), parts.shutdown);
+    }
+    Ok(Channels { hub })
+}
+
+/// The channel webhook routes, to merge into the public app.
+pub fn routes(hub: Arc<ChannelHub>) -> Router {
+    Router::new()
+        .route(
+            "/channels/wechat/{account}",
+            get(wechat::verify_url).post(wechat::push),
+        )
+        .route("/channels/wechat/{account}/media/{media_id}", get(wechat::media))
+        .route("/channels/twilio/{account}/sms", post(twilio::inbound_sms))
+        .route("/channels/twilio/{account}/status", post(twilio::status))
+        .route("/channels/cti/v1/events", post(cti::events))
+        .route(
+            "/channels/wecom/{account}",
+            get(wecom::verify_url).post(wecom::doorbell),
+        )
+        .route("/channels/sms/{provider}/{account}/{token}", post(sms_cn::uplink))
+        .with_state(hub)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use async_trait::async_trait;
+    use axum::body::Body;
+    use omnigate_connectors::model::{ConversationId, CustomerId, Identity};
+    use omnigate_connectors::wechat::signature;
+    use omnigate_router::Router as RoutingEngine;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::bus::BusSettings;
+    use crate::store::{Appended, ConversationRecord, EventPage, MemoryStore, NewEvent, StoreError, View};
+
+    /// Resolves customers, then refuses every write: the store went down mid-request.
+    #[derive(Debug, Default)]
+    struct WritesFail(MemoryStore);
+
+    #[async_trait]
+    impl ContextStore for WritesFail {
+        async fn append(&self, _: &ConversationId, _: NewEvent) -> Result<Appended, StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn events_after(
+            &self,
+            c: &ConversationId,
+            v: View,
+            a: u64,
+            l: usize,
+        ) -> Result<EventPage, StoreError> {
+            self.0.events_after(c, v, a, l).await
+        }
+        async fn customer_position(&self, c: &ConversationId, s: u64) -> Result<u64, StoreError> {
+            self.0.customer_position(c, s).await
+        }
+        async fn agent_position(&self, c: &ConversationId, s: u64) -> Result<Option<u64>, StoreError> {
+            self.0.agent_position(c, s).await
+        }
+        async fn save_conversation(&self, _: &ConversationRecord) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn load_conversation(
+            &self,
+            id: &ConversationId,
+        ) -> Result<Option<ConversationRecord>, StoreError> {
+            self.0.load_conversation(id).await
+        }
+        async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
+            self.0.resolve_customer(identity).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_push_the_store_cannot_take_is_answered_503_so_wechat_retries() {
+        let config =
+            omnigate_config::load_from_str(Some(omnigate_config::DEFAULT_CONFIG_TOML), &BTreeMap::new())
+                .unwrap();
+        let shutdown = Shutdown::new();
+        let store: Arc<dyn ContextStore> = Arc::new(WritesFail::default());
+        let settings = BusSettings {
+            reopen_window_ms: 1_000,
+            default_queue: config.routing.default_queue.clone(),
+            agents: Vec::new(),
+            outbound: None,
+        };
+        let bus = Bus::start(
+            settings,
+            RoutingEngine::new(&config.routing).unwrap(),
+            Arc::clone(&store),
+            &shutdown,
+        );
+        let (_, outbox) = outbox();
+        let mut channels = config.channels.clone();
+        channels.wechat.push(omnigate_config::WechatAccount {
+            id: "main".to_owned(),
+            appid: "wx1".to_owned(),
+            app_secret: omnigate_config::SecretString::from("s".to_owned()),
+            token: omnigate_config::SecretString::from("gatewaytoken".to_owned()),
+            encoding_aes_keys: Vec::new(),
+            original_id: String::new(),
+            queue: String::new(),
+            api_base_url: "http://127.0.0.1:9".to_owned(),
+            message_quota: 5,
+            message_window_secs: 60,
+            max_body_bytes: 65_536,
+            rate_per_second: 1,
+        });
+        let built = build(ChannelParts {
+            config: &channels,
+            bus,
+            store,
+            outbox,
+            shutdown: &shutdown,
+            public_base_url: "http://127.0.0.1".to_owned(),
+            tokens: crate::auth::TokenAuthority::new(&omnigate_config::SecretString::from("k".repeat(32))),
+        })
+        .unwrap();
+        let sig = signature::signature("gatewaytoken", "1700000000", "n");
+        let body = "<xml><ToUserName>gh_1</ToUserName><FromUserName>oUser</FromUserName><CreateTime>1700000000</CreateTime>\
+                    <MsgType>text</MsgType><Content>hi</Content><MsgId>1</MsgId></xml>";
+        let request = http::Request::post(format!(
+            "/channels/wechat/main?signature={sig}&timestamp=1700000000&nonce=n"
+        ))
+        .body(Body::from(body))
+        .unwrap();
+        let response = routes(built.hub).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        shutdown.root().cancel();
+    }
+}

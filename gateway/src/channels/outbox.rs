@@ -1,0 +1,510 @@
+//! The outbound outbox: agents' messages on connector channels, delivered through their provider with
+//! retries (exponential backoff with jitter, on retryable failures only), a per-account pace, and a dead
+//! letter the agent sees.
+//!
+//! Durability: the agent's message is in the conversation log before the agent's ack, and so is every delivery
+//! state (`pending` → `retrying`… → `sent` | `failed`) as a `delivery.updated` event. Jobs are worked in one
+//! lane per conversation, so a customer receives the replies in the order the agent wrote them, and a slow
+//! provider for one conversation does not hold up the others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use omnigate_config::Outbox as OutboxConfig;
+use omnigate_connectors::model::{Channel, Content, ConversationId, OutboundMessage, ReplyCapability};
+use omnigate_connectors::wechat::window;
+use omnigate_connectors::{ConnectorError, FailureReason, SendFailure};
+use rand::Rng;
+use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::address::AddressBook;
+use super::connector::Connector;
+use crate::bus::{Bus, ChannelOutbound, DeliveryUpdate, OutboundJob};
+use crate::clock::unix_ms;
+use crate::shutdown::Shutdown;
+use crate::store::ContextStore;
+use crate::telemetry::metrics;
+
+/// Jobs waiting for the dispatcher; the bus waits for room rather than drop one.
+const QUEUE: usize = 4096;
+/// Jobs waiting in one conversation's lane.
+const LANE_QUEUE: usize = 256;
+/// A lane with nothing to do for this long ends (a new job starts a new one).
+const LANE_IDLE: Duration = Duration::from_secs(30);
+/// Attempts to log a delivery state while the store is unavailable.
+const REPORT_ATTEMPTS: u32 = 5;
+
+/// The snake_case name of a failure reason, as logged and shown to agents.
+pub fn reason_name(reason: FailureReason) -> &'static str {
+    match reason {
+        FailureReason::AccessTokenInvalid => "access_token_invalid",
+        FailureReason::WindowClosed => "window_closed",
+        FailureReason::QuotaExhausted => "quota_exhausted",
+        FailureReason::RateLimited => "rate_limited",
+        FailureReason::ProviderUnavailable => "provider_unavailable",
+        FailureReason::InvalidRecipient => "invalid_recipient",
+        FailureReason::RecipientOptedOut => "recipient_opted_out",
+        FailureReason::ContentRejected => "content_rejected",
+        FailureReason::Misconfigured => "misconfigured",
+        FailureReason::Other => "rejected",
+    }
+}
+
+/// The delay before retry number `attempt` (1-based): `base · 2^(attempt-1)` capped at `max`, of which a
+/// random half is jitter; at least what the provider asked for.
+pub fn backoff(config: &OutboxConfig, attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    let exp = config
+        .retry_base_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(30))
+        .min(config.retry_max_ms);
+    let delay = exp / 2 + ((exp / 2) as f64 * jitter.clamp(0.0, 1.0)) as u64;
+    Duration::from_millis(delay).max(retry_after.unwrap_or_default())
+}
+
+/// A conversation an agent took, for channels that must act on it (a call is connected to the agent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Its channel.
+    pub channel: Channel,
+    /// The agent.
+    pub agent: String,
+}
+
+/// The bus's side of the outbox: queue jobs, count SMS segments, pass on assignments.
+#[derive(Debug, Clone)]
+pub struct OutboxHandle {
+    tx: mpsc::Sender<OutboundJob>,
+    assignments: mpsc::Sender<Assignment>,
+}
+
+#[async_trait]
+impl ChannelOutbound for OutboxHandle {
+    fn handles(&self, channel: Channel) -> bool {
+        // Web and app customers read the log over their socket; an agent's text on a call stays in the log.
+        !matches!(channel, Channel::Web | Channel::App | Channel::Voice)
+    }
+
+    fn segments(&self, channel: Channel, content: &Content) -> Option<u32> {
+        match (channel.media(), content) {
+            (omnigate_connectors::model::Media::Sms, Content::Text { text }) => {
+                Some(omnigate_connectors::sms_segments::count(text).segments as u32)
+            }
+            _ => None,
+        }
+    }
+
+    async fn submit(&self, job: OutboundJob) {
+        if let Err(error) = self.tx.send(job).await {
+            // Only at shutdown: the job's `pending` state stays in the log.
+            tracing::warn!(conversation_id = %error.0.conversation, "outbox stopped; message left pending");
+        }
+    }
+
+    async fn assigned(&self, conversation: ConversationId, channel: Channel, agent: String) {
+        let assignment = Assignment {
+            conversation,
+            channel,
+            agent,
+        };
+        if self.assignments.send(assignment).await.is_err() {
+            tracing::debug!("no channel acts on assignments");
+        }
+    }
+}
+
+/// Spaces the calls to one provider account.
+#[derive(Debug)]
+struct Pace {
+    next: Mutex<Instant>,
+    interval: Duration,
+}
+
+impl Pace {
+    async fn wait(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(Instant::now());
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// A sent message's provider id, for status callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRecord {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The agent's message.
+    pub message_id: omnigate_connectors::model::MessageId,
+    /// The channel.
+    pub channel: Channel,
+}
+
+/// Everything a lane needs.
+#[derive(Debug)]
+struct Context {
+    bus: Bus,
+    store: Arc<dyn ContextStore>,
+    addresses: Arc<AddressBook>,
+    connectors: HashMap<(Channel, String), (Arc<dyn Connector>, Pace)>,
+    sent: Arc<dashmap::DashMap<String, SentRecord>>,
+    config: OutboxConfig,
+    stop: CancellationToken,
+}
+
+/// The outbox before it is started: the bus needs its handle before the outbox can have the bus.
+#[derive(Debug)]
+pub struct Outbox {
+    rx: mpsc::Receiver<OutboundJob>,
+    assignments: Option<mpsc::Receiver<Assignment>>,
+}
+
+/// A new outbox: the handle for the bus, and the receivers to start once the bus runs.
+pub fn outbox() -> (OutboxHandle, Outbox) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (assignments_tx, assignments) = mpsc::channel(QUEUE);
+    (
+        OutboxHandle {
+            tx,
+            assignments: assignments_tx,
+        },
+        Outbox {
+            rx,
+            assignments: Some(assignments),
+        },
+    )
+}
+
+/// What the started outbox works with.
+#[derive(Debug)]
+pub struct OutboxParts {
+    /// The session bus, to log delivery states.
+    pub bus: Bus,
+    /// The store, to recover addresses from the log.
+    pub store: Arc<dyn ContextStore>,
+    /// Where each conversation is answered.
+    pub addresses: Arc<AddressBook>,
+    /// The senders, one per configured account.
+    pub connectors: Vec<Arc<dyn Connector>>,
+    /// Provider message ids of sent messages, read by status callbacks.
+    pub sent: Arc<dashmap::DashMap<String, SentRecord>>,
+    /// Retry settings.
+    pub config: OutboxConfig,
+}
+
+impl Outbox {
+    /// Takes the assignments for the channel that connects calls; when nobody takes them, they are dropped
+    /// with the outbox (the bus then only logs that no channel acts on them).
+    pub fn take_assignments(&mut self) -> Option<mpsc::Receiver<Assignment>> {
+        self.assignments.take()
+    }
+
+    /// Starts the dispatcher on the shutdown tree.
+    pub fn start(self, parts: OutboxParts, shutdown: &Shutdown) {
+        let connectors = parts
+            .connectors
+            .into_iter()
+            .map(|c| {
+                let pace = Pace {
+                    next: Mutex::new(Instant::now()),
+                    interval: c.min_interval(),
+                };
+                ((c.channel(), c.account().to_owned()), (c, pace))
+            })
+            .collect();
+        let context = Arc::new(Context {
+            bus: parts.bus,
+            store: parts.store,
+            addresses: parts.addresses,
+            connectors,
+            sent: parts.sent,
+            config: parts.config,
+            stop: shutdown.root().clone(),
+        });
+        shutdown.spawn(dispatch(self.rx, context, shutdown.clone()));
+    }
+}
+
+async fn dispatch(mut rx: mpsc::Receiver<OutboundJob>, context: Arc<Context>, shutdown: Shutdown) {
+    let mut lanes: HashMap<ConversationId, mpsc::Sender<OutboundJob>> = HashMap::new();
+    loop {
+        let job = tokio::select! {
+            biased;
+            () = context.stop.cancelled() => break,
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let conversation = job.conversation.clone();
+        let mut job = Some(job);
+        if let Some(lane) = lanes.get(&conversation) {
+            if let Some(j) = job.take() {
+                if let Err(mpsc::error::SendError(j)) = lane.send(j).await {
+                    job = Some(j);
+                }
+            }
+        }
+        if let Some(job) = job {
+            let (tx, lane_rx) = mpsc::channel(LANE_QUEUE);
+            // A fresh channel has room for one job.
+            drop(tx.try_send(job));
+            lanes.insert(conversation, tx);
+            shutdown.spawn(lane(lane_rx, Arc::clone(&context)));
+        }
+        lanes.retain(|_, tx| !tx.is_closed());
+    }
+}
+
+async fn lane(mut rx: mpsc::Receiver<OutboundJob>, context: Arc<Context>) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = context.stop.cancelled() => return,
+            next = tokio::time::timeout(LANE_IDLE, rx.recv()) => next,
+        };
+        match next {
+            Ok(Some(job)) => deliver(&context, job).await,
+            Ok(None) => return,
+            Err(_) => {
+                // Idle: refuse new jobs (the dispatcher opens a new lane), then finish what got in.
+                rx.close();
+                while let Some(job) = rx.recv().await {
+                    deliver(&context, job).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn update(job: &OutboundJob, state: &str, attempt: u32) -> DeliveryUpdate {
+    DeliveryUpdate {
+        message_id: job.message_id.clone(),
+        channel: job.channel,
+        state: state.to_owned(),
+        attempt,
+        reason: None,
+        detail: String::new(),
+        provider_message_id: None,
+        segments: None,
+    }
+}
+
+fn failed(job: &OutboundJob, attempt: u32, failure: &SendFailure) -> DeliveryUpdate {
+    let provider = match &failure.error {
+        ConnectorError::Rejected { code, message } => format!(" (provider {code}: {message})"),
+        other => format!(" ({other})"),
+    };
+    DeliveryUpdate {
+        reason: Some(reason_name(failure.reason).to_owned()),
+        detail: format!("{}{provider}", dead_letter_text(failure.reason)),
+        ..update(job, "failed", attempt)
+    }
+}
+
+/// What the agent reads about a dead letter: the connectors' sentences for transient reasons promise a retry,
+/// which a dead letter no longer makes.
+fn dead_letter_text(reason: FailureReason) -> &'static str {
+    match reason {
+        FailureReason::ProviderUnavailable
+        | FailureReason::RateLimited
+        | FailureReason::AccessTokenInvalid => {
+            "the message was not delivered: the provider did not accept it in time; send it again later"
+        }
+        other => other.agent_message(),
+    }
+}
+
+fn refusal(reason: FailureReason, detail: &str) -> SendFailure {
+    SendFailure {
+        error: ConnectorError::Rejected {
+            code: reason_name(reason).to_owned(),
+            message: detail.to_owned(),
+        },
+        reason,
+    }
+}
+
+async fn report(context: &Context, job: &OutboundJob, update: DeliveryUpdate) {
+    metrics::channel_delivery(job.channel.as_str(), &update.state);
+    for attempt in 1..=REPORT_ATTEMPTS {
+        match context
+            .bus
+            .delivery_updated(job.conversation.clone(), update.clone())
+            .await
+        {
+            Ok(()) => return,
+            Err(error) if attempt == REPORT_ATTEMPTS => {
+                tracing::error!(conversation_id = %job.conversation, state = %update.state, %error, "delivery state not logged");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await,
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(conversation_id = %job.conversation, channel = job.channel.as_str()))]
+async fn deliver(context: &Context, job: OutboundJob) {
+    let address = match context.addresses.lookup(&job.conversation, &context.store).await {
+        Ok(Some(address)) => address,
+        Ok(None) => {
+            let failure = refusal(
+                FailureReason::Misconfigured,
+                "no channel address for this conversation",
+            );
+            return report(context, &job, failed(&job, 0, &failure)).await;
+        }
+        Err(error) => {
+            let failure = refusal(FailureReason::ProviderUnavailable, &error.to_string());
+            return report(context, &job, failed(&job, 0, &failure)).await;
+        }
+    };
+    let Some((connector, pace)) = context
+        .connectors
+        .get(&(address.channel, address.account.clone()))
+    else {
+        let failure = refusal(
+            FailureReason::Misconfigured,
+            "the channel account is not configured",
+        );
+        return report(context, &job, failed(&job, 0, &failure)).await;
+    };
+    // Block a send the provider would refuse (45015/45047) and say why, rather than spend a call on it.
+    let after_send = match window::consume(&address.capability, unix_ms()) {
+        Ok(next) => next,
+        Err(reason) => {
+            let failure = refusal(reason, "the reply window allows no more messages");
+            return report(context, &job, failed(&job, 0, &failure)).await;
+        }
+    };
+    let message = OutboundMessage {
+        conversation_id: job.conversation.clone(),
+        message_id: job.message_id.clone(),
+        channel: address.channel,
+        channel_account: address.channel_account.clone(),
+        to: address.to.clone(),
+        content: job.content.clone(),
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        pace.wait().await;
+        match connector.send(&message).await {
+            Ok(receipt) => {
+                context.addresses.set_capability(&job.conversation, after_send);
+                if let Some(sid) = &receipt.provider_message_id {
+                    context.sent.insert(
+                        sid.clone(),
+                        SentRecord {
+                            conversation: job.conversation.clone(),
+                            message_id: job.message_id.clone(),
+                            channel: job.channel,
+                        },
+                    );
+                }
+                let sent = DeliveryUpdate {
+                    provider_message_id: receipt.provider_message_id,
+                    ..update(&job, "sent", attempt)
+                };
+                return report(context, &job, sent).await;
+            }
+            Err(failure) if failure.error.is_retryable() && attempt < context.config.max_attempts => {
+                let retry_after = match failure.error {
+                    ConnectorError::RateLimited { retry_after } => Some(retry_after),
+                    _ => None,
+                };
+                let delay = backoff(&context.config, attempt, retry_after, rand::thread_rng().gen());
+                tracing::info!(attempt, delay_ms = delay.as_millis() as u64, error = %failure.error, "provider send failed; retrying");
+                let retrying = DeliveryUpdate {
+                    reason: Some(reason_name(failure.reason).to_owned()),
+                    detail: failure.error.to_string(),
+                    ..update(&job, "retrying", attempt)
+                };
+                report(context, &job, retrying).await;
+                tokio::select! {
+                    () = context.stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(failure) => {
+                tracing::warn!(attempt, error = %failure.error, "message dead-lettered");
+                if matches!(
+                    failure.reason,
+                    FailureReason::WindowClosed | FailureReason::QuotaExhausted
+                ) {
+                    let closed = ReplyCapability::Window {
+                        expires_at_ms: 0,
+                        remaining: 0,
+                    };
+                    let closed = if failure.reason == FailureReason::QuotaExhausted {
+                        match &address.capability {
+                            ReplyCapability::Window { expires_at_ms, .. } => ReplyCapability::Window {
+                                expires_at_ms: *expires_at_ms,
+                                remaining: 0,
+                            },
+                            ReplyCapability::Free => ReplyCapability::Free,
+                        }
+                    } else {
+                        closed
+                    };
+                    context.addresses.set_capability(&job.conversation, closed);
+                }
+                return report(context, &job, failed(&job, attempt, &failure)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_half_jitter_and_honours_retry_after() {
+        let config = OutboxConfig {
+            max_attempts: 8,
+            retry_base_ms: 1_000,
+            retry_max_ms: 10_000,
+            request_timeout_ms: 1_000,
+        };
+        assert_eq!(backoff(&config, 1, None, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff(&config, 1, None, 1.0), Duration::from_millis(1_000));
+        assert_eq!(backoff(&config, 3, None, 1.0), Duration::from_millis(4_000));
+        assert_eq!(backoff(&config, 10, None, 1.0), Duration::from_millis(10_000));
+        assert_eq!(backoff(&config, 64, None, 0.5), Duration::from_millis(7_500));
+        assert_eq!(
+            backoff(&config, 1, Some(Duration::from_secs(60)), 0.0),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn dead_letters_never_promise_a_retry() {
+        for reason in [
+            FailureReason::ProviderUnavailable,
+            FailureReason::RateLimited,
+            FailureReason::AccessTokenInvalid,
+        ] {
+            assert!(!dead_letter_text(reason).contains("retried"), "{reason:?}");
+        }
+        assert_eq!(
+            dead_letter_text(FailureReason::WindowClosed),
+            FailureReason::WindowClosed.agent_message()
+        );
+    }
+
+    #[test]
+    fn reasons_have_stable_names() {
+        assert_eq!(reason_name(FailureReason::WindowClosed), "window_closed");
+        assert_eq!(reason_name(FailureReason::QuotaExhausted), "quota_exhausted");
+        assert_eq!(reason_name(FailureReason::Other), "rejected");
+    }
+}

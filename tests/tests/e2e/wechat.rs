@@ -1,0 +1,390 @@
+//! WeChat Official Account end to end: WeChat's pushes in plain and safe mode, the fake WeChat API checking
+//! every call the gateway makes, retries, dead letters and the access-token owner (issue 4).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use omnigate_config::{Config, SecretString, WechatAccount};
+use omnigate_connectors::wechat::signature;
+use omnigate_tests::{
+    http_request, image_xml, signed_push, text_xml, wechat_push, Agent, FakeWechat, Mode, SendScript,
+    TestGateway, FAKE_JPEG, WECHAT_AES_KEY, WECHAT_APPID, WECHAT_ORIGINAL_ID, WECHAT_SECRET, WECHAT_TOKEN,
+};
+use serde_json::Value;
+
+const OPENID: &str = "oGw_user_openid_000000000001";
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn account(fake: &FakeWechat) -> WechatAccount {
+    WechatAccount {
+        id: "main".to_owned(),
+        appid: WECHAT_APPID.to_owned(),
+        app_secret: SecretString::from(WECHAT_SECRET.to_owned()),
+        token: SecretString::from(WECHAT_TOKEN.to_owned()),
+        encoding_aes_keys: vec![SecretString::from(WECHAT_AES_KEY.to_owned())],
+        original_id: WECHAT_ORIGINAL_ID.to_owned(),
+        queue: String::new(),
+        api_base_url: fake.base_url(),
+        message_quota: 5,
+        message_window_secs: 48 * 3600,
+        max_body_bytes: 64 * 1024,
+        rate_per_second: 100,
+    }
+}
+
+async fn gateway(fake: &FakeWechat, change: impl FnOnce(&mut Config)) -> TestGateway {
+    let account = account(fake);
+    TestGateway::spawn_with(move |config| {
+        config.channels.wechat.push(account);
+        config.channels.outbox.retry_base_ms = 20;
+        config.channels.outbox.retry_max_ms = 100;
+        change(config);
+    })
+    .await
+}
+
+async fn push_ok(gateway: &TestGateway, xml: &str, mode: Mode) {
+    let response = wechat_push(gateway, "main", xml, mode, OPENID).await;
+    assert_eq!((response.status, response.body.as_str()), (200, "success"));
+}
+
+/// Reads `delivery.updated` events of the agent until one has state `until`; returns all states seen.
+async fn delivery_until(agent: &mut Agent, conversation: &str, until: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let event = agent
+            .ws
+            .recv_until(|f| {
+                f["op"] == "event"
+                    && f["d"]["conversation_id"] == conversation
+                    && f["d"]["type"] == "delivery.updated"
+            })
+            .await["d"]
+            .clone();
+        let done = event["state"] == until;
+        seen.push(event);
+        if done {
+            return seen;
+        }
+    }
+}
+
+fn states(events: &[Value]) -> Vec<(String, u64)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["state"].as_str().unwrap().to_owned(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn agent_events(gateway: &TestGateway, agent: &str, conversation: &str) -> Vec<Value> {
+    let auth = format!("Bearer {}", gateway.agent_token(agent));
+    let response = http_request(
+        gateway.public,
+        "GET",
+        &format!("/chat/v1/conversations/{conversation}/events"),
+        &[("authorization", auth.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_wechat_customer_and_an_agent_hold_a_whole_conversation() {
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let gateway = gateway(&fake, |_| {}).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+
+    push_ok(
+        &gateway,
+        &text_xml(OPENID, 24_300_000_000_000_001, "你好，我要查余额", now_secs()),
+        Mode::Safe,
+    )
+    .await;
+    let offer = lin.ws.recv_until(|f| f["op"] == "offer").await;
+    assert_eq!(offer["d"]["channel"], "wechat_oa");
+    assert_eq!(offer["d"]["preview"], "你好，我要查余额");
+    let conversation = offer["d"]["conversation_id"].as_str().unwrap().to_owned();
+    lin.accept(&conversation).await;
+    let first = lin.next_message_in(&conversation).await;
+    assert_eq!(first["message"]["content"]["text"], "你好，我要查余额");
+
+    lin.say(&conversation, "a-1", "您好，请稍等").await;
+    let delivery = delivery_until(&mut lin, &conversation, "sent").await;
+    assert_eq!(
+        states(&delivery),
+        [("pending".to_owned(), 0), ("sent".to_owned(), 1)]
+    );
+    let sent = fake.sent().await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].body["touser"], OPENID);
+    assert_eq!(sent[0].body["msgtype"], "text");
+    assert_eq!(sent[0].body["text"]["content"], "您好，请稍等");
+
+    push_ok(
+        &gateway,
+        &image_xml(OPENID, 24_300_000_000_000_002, "MEDIA_1", now_secs()),
+        Mode::Plain,
+    )
+    .await;
+    let image = lin.next_message_in(&conversation).await;
+    assert_eq!(image["message"]["content"]["type"], "media");
+    assert_eq!(image["message"]["content"]["kind"], "image");
+    assert_eq!(image["message"]["content"]["provider_ref"], "MEDIA_1");
+    // The agent fetches the image from WeChat on demand, with its own token.
+    let auth = format!("Bearer {}", gateway.agent_token("lin"));
+    let media = |id: &'static str, auth: Option<String>| {
+        let gateway = &gateway;
+        async move {
+            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+            http_request(
+                gateway.public,
+                "GET",
+                &format!("/channels/wechat/main/media/{id}"),
+                &headers,
+                b"",
+            )
+            .await
+        }
+    };
+    let fetched = media("MEDIA_1", Some(auth.clone())).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.header("content-type"), Some("image/jpeg"));
+    assert_eq!(
+        fetched.body.as_bytes(),
+        String::from_utf8_lossy(FAKE_JPEG).as_bytes()
+    );
+    assert_eq!(media("MEDIA_1", None).await.status, 401);
+    assert_eq!(media("EXPIRED", Some(auth)).await.status, 404);
+
+    let events = agent_events(&gateway, "lin", &conversation).await;
+    let received: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "channel.received")
+        .collect();
+    assert_eq!(received.len(), 2, "each inbound message keeps its raw payload");
+    assert!(
+        received[0]["raw"].as_str().unwrap().contains("你好，我要查余额"),
+        "the decrypted payload is kept for audit"
+    );
+    assert_eq!(received[0]["from"]["value"], OPENID);
+    lin.request(
+        "conversation.close",
+        serde_json::json!({"conversation_id": conversation, "disposition": "resolved"}),
+    )
+    .await;
+    lin.ws
+        .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "conversation.closed")
+        .await;
+    assert_eq!(fake.violations().await, Vec::<String>::new());
+}
+
+/// Fails when an offer reaches the agent within a short quiet period.
+async fn assert_no_offer(agent: &mut Agent) {
+    while let Some(frame) = agent.ws.quiet_for(Duration::from_millis(300)).await {
+        assert_ne!(
+            frame["op"], "offer",
+            "nothing refused or repeated may be routed: {frame}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_same_wechat_message_delivered_four_times_is_one_message() {
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let gateway = gateway(&fake, |_| {}).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let xml = text_xml(OPENID, 24_300_000_000_000_042, "retry me", now_secs());
+    let deliveries = (0..4).map(|_| wechat_push(&gateway, "main", &xml, Mode::Safe, OPENID));
+    for response in futures_util::future::join_all(deliveries).await {
+        assert_eq!((response.status, response.body.as_str()), (200, "success"));
+    }
+    let conversation = lin.take_next().await;
+    let events = agent_events(&gateway, "lin", &conversation).await;
+    let count = |t: &str| events.iter().filter(|e| e["type"] == t).count();
+    assert_eq!(count("message.created"), 1, "{events:?}");
+    assert_eq!(count("channel.received"), 1);
+    assert_eq!(count("conversation.created"), 1);
+    assert_no_offer(&mut lin).await;
+}
+
+#[tokio::test]
+async fn provider_outage_is_retried_and_an_expired_token_is_refreshed_once() {
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let gateway = gateway(&fake, |_| {}).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    push_ok(&gateway, &text_xml(OPENID, 1, "hello", now_secs()), Mode::Plain).await;
+    let conversation = lin.take_next().await;
+
+    fake.script([SendScript::Status(500), SendScript::Status(502)])
+        .await;
+    lin.say(&conversation, "a-1", "first").await;
+    let delivery = delivery_until(&mut lin, &conversation, "sent").await;
+    assert_eq!(
+        states(&delivery),
+        [
+            ("pending".to_owned(), 0),
+            ("retrying".to_owned(), 1),
+            ("retrying".to_owned(), 2),
+            ("sent".to_owned(), 3)
+        ]
+    );
+    assert_eq!(delivery[1]["reason"], "provider_unavailable");
+    assert_eq!(fake.sent().await.len(), 1);
+    assert_eq!(fake.token_requests().await.len(), 1);
+
+    fake.expire_token().await;
+    lin.say(&conversation, "a-2", "second").await;
+    let delivery = delivery_until(&mut lin, &conversation, "sent").await;
+    assert_eq!(
+        states(&delivery),
+        [("pending".to_owned(), 0), ("sent".to_owned(), 1)]
+    );
+    let sent = fake.sent().await;
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].body["text"]["content"], "second");
+    assert_ne!(
+        sent[1].access_token, sent[0].access_token,
+        "sent with the refreshed token"
+    );
+    assert_eq!(fake.token_requests().await.len(), 2, "refreshed exactly once");
+    assert_eq!(fake.send_attempts().await, 5);
+    assert_eq!(fake.violations().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_closed_window_and_a_used_up_quota_reach_the_agent_as_dead_letters() {
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let gateway = gateway(&fake, |config| config.channels.wechat[0].message_quota = 1).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    push_ok(&gateway, &text_xml(OPENID, 1, "hello", now_secs()), Mode::Plain).await;
+    let conversation = lin.take_next().await;
+
+    lin.say(&conversation, "a-1", "one").await;
+    delivery_until(&mut lin, &conversation, "sent").await;
+    lin.say(&conversation, "a-2", "two").await;
+    let failed = delivery_until(&mut lin, &conversation, "failed").await;
+    let last = failed.last().unwrap();
+    assert_eq!(last["reason"], "quota_exhausted");
+    assert!(last["detail"].as_str().unwrap().contains("quota"), "{last}");
+    assert_eq!(
+        fake.send_attempts().await,
+        1,
+        "a send the window forbids never reaches WeChat"
+    );
+
+    // The customer writes again: a fresh window; WeChat itself now says the window is closed (45015).
+    push_ok(
+        &gateway,
+        &text_xml(OPENID, 2, "still there?", now_secs()),
+        Mode::Plain,
+    )
+    .await;
+    lin.next_message_in(&conversation).await;
+    fake.script([SendScript::Errcode(45015)]).await;
+    lin.say(&conversation, "a-3", "yes").await;
+    let failed = delivery_until(&mut lin, &conversation, "failed").await;
+    let last = failed.last().unwrap();
+    assert_eq!(last["reason"], "window_closed");
+    assert_eq!(last["attempt"], 1, "a permanent refusal is not retried");
+    assert!(last["detail"].as_str().unwrap().contains("45015"), "{last}");
+    lin.say(&conversation, "a-4", "hello?").await;
+    let failed = delivery_until(&mut lin, &conversation, "failed").await;
+    assert_eq!(failed.last().unwrap()["reason"], "window_closed");
+    assert_eq!(fake.send_attempts().await, 2);
+    assert_eq!(fake.violations().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn bad_wechat_requests_are_refused_without_processing() {
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let gateway = gateway(&fake, |_| {}).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+
+    let sig = signature::signature(WECHAT_TOKEN, "1700000000", "n0nce");
+    let check = format!(
+        "/channels/wechat/main?signature={sig}&timestamp=1700000000&nonce=n0nce&echostr=4375120948345356249"
+    );
+    let ok = http_request(gateway.public, "GET", &check, &[], b"").await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, "4375120948345356249"));
+    let forged = check.replace("nonce=n0nce", "nonce=n0nce2");
+    assert_eq!(
+        http_request(gateway.public, "GET", &forged, &[], b"")
+            .await
+            .status,
+        403
+    );
+    let unknown = check.replace("/main?", "/other?");
+    assert_eq!(
+        http_request(gateway.public, "GET", &unknown, &[], b"")
+            .await
+            .status,
+        404
+    );
+
+    let xml = text_xml(OPENID, 7, "hi", now_secs());
+    let (query, body) = signed_push(&xml, Mode::Plain, 1_700_000_000, "n0nce", OPENID);
+    let post = |q: String, b: Vec<u8>| async move {
+        http_request(
+            gateway.public,
+            "POST",
+            &format!("/channels/wechat/main?{q}"),
+            &[],
+            &b,
+        )
+        .await
+        .status
+    };
+    assert_eq!(
+        post(query.replace("n0nce", "other"), body.clone().into_bytes()).await,
+        403
+    );
+    assert_eq!(post(query.clone(), b"<xml><unclosed>".to_vec()).await, 400);
+    let xxe = r#"<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Content>&e;</Content></xml>"#;
+    assert_eq!(post(query.clone(), xxe.as_bytes().to_vec()).await, 400);
+    assert_eq!(post(query.clone(), vec![b'a'; 70 * 1024]).await, 413);
+    let (safe_query, safe_body) = signed_push(&xml, Mode::Safe, 1_700_000_000, "n0nce", OPENID);
+    let tampered = safe_body.replacen("<![CDATA[", "<![CDATA[A", 2);
+    assert_eq!(post(safe_query, tampered.into_bytes()).await, 403);
+    let foreign = xml.replace(WECHAT_ORIGINAL_ID, "gh_someone_else");
+    let (q, b) = signed_push(&foreign, Mode::Plain, 1_700_000_000, "n0nce", OPENID);
+    assert_eq!(post(q, b.into_bytes()).await, 403);
+
+    assert_no_offer(&mut lin).await;
+}
+
+#[tokio::test]
+async fn after_an_unsubscribe_a_reply_is_dead_lettered_without_calling_wechat() {
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let gateway = gateway(&fake, |_| {}).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    push_ok(&gateway, &text_xml(OPENID, 1, "bye", now_secs()), Mode::Plain).await;
+    let conversation = lin.take_next().await;
+    assert_eq!(
+        lin.next_message_in(&conversation).await["message"]["content"]["text"],
+        "bye"
+    );
+    let unsubscribe = format!(
+        "<xml><ToUserName><![CDATA[{WECHAT_ORIGINAL_ID}]]></ToUserName><FromUserName><![CDATA[{OPENID}]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event></xml>",
+        now_secs()
+    );
+    push_ok(&gateway, &unsubscribe, Mode::Safe).await;
+    let event = lin.next_message_in(&conversation).await;
+    assert_eq!(
+        event["message"]["content"],
+        serde_json::json!({"type": "event", "name": "unsubscribe", "detail": ""})
+    );
+    lin.say(&conversation, "a-1", "are you there?").await;
+    let failed = delivery_until(&mut lin, &conversation, "failed").await;
+    assert_eq!(failed.last().unwrap()["reason"], "window_closed");
+    assert_eq!(fake.send_attempts().await, 0);
+}
