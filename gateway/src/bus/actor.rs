@@ -1,6 +1,6 @@
 //! The bus actor: owns routing and conversation state; every command runs to completion before the next.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId, MessageId};
@@ -183,8 +183,10 @@ impl BusActor {
                 conversation,
                 client_msg_id,
                 content,
+                attributes,
                 reply,
             } => {
+                // Stored unrouted first, so the widget's attributes are on a new conversation before it queues.
                 let result = self
                     .customer_send(
                         customer,
@@ -193,9 +195,13 @@ impl BusActor {
                         conversation,
                         client_msg_id,
                         content,
-                        true,
+                        false,
                     )
                     .await;
+                if let Ok(ack) = &result {
+                    self.add_attributes_and_route(&ack.conversation, attributes, true)
+                        .await;
+                }
                 drop(reply.send(result));
             }
             Command::AgentSend {
@@ -871,6 +877,26 @@ impl BusActor {
         })
         .await;
         Ok(json!({"state": state}))
+    }
+
+    /// Adds routing attributes to a conversation and, when `route` is set and it has not been routed yet,
+    /// puts it into its queue.
+    pub(super) async fn add_attributes_and_route(
+        &mut self,
+        id: &ConversationId,
+        attributes: BTreeMap<String, String>,
+        route: bool,
+    ) {
+        let unrouted = match self.conversations.get_mut(id) {
+            Some(conv) => {
+                conv.attributes.extend(attributes);
+                conv.record.status == ConversationStatus::New
+            }
+            None => false,
+        };
+        if route && unrouted {
+            self.enqueue(id).await;
+        }
     }
 
     pub(super) fn open_conversation_closed(&mut self) {

@@ -10,7 +10,7 @@ use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId, I
 
 use super::actor::BusActor;
 use super::{BusError, SendAck};
-use crate::store::{Actor, ConversationStatus, EventKind};
+use crate::store::{Actor, EventKind};
 
 /// An agent's message that must leave through a channel connector.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,16 +127,8 @@ impl BusActor {
                 false,
             )
             .await?;
-        let unrouted = match self.conversations.get_mut(&ack.conversation) {
-            Some(conv) => {
-                conv.attributes.extend(attributes);
-                conv.record.status == ConversationStatus::New
-            }
-            None => false,
-        };
-        if route && unrouted {
-            self.enqueue(&ack.conversation).await;
-        }
+        self.add_attributes_and_route(&ack.conversation, attributes, route)
+            .await;
         let message_id = MessageId::parse(&ack.message_id)
             .map_err(|e| BusError::Unavailable(format!("stored message has no id: {e}")))?;
         let key = format!("received:{}", message.dedupe_key);

@@ -17,6 +17,7 @@ mod channel;
 mod conversation;
 mod decisions;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId};
@@ -204,6 +205,7 @@ pub(crate) enum Command {
         conversation: Option<ConversationId>,
         client_msg_id: String,
         content: Content,
+        attributes: BTreeMap<String, String>,
         reply: Reply<SendAck>,
     },
     AgentSend {
@@ -363,6 +365,7 @@ impl Bus {
         conversation: Option<ConversationId>,
         client_msg_id: String,
         content: Content,
+        attributes: BTreeMap<String, String>,
     ) -> Result<SendAck, BusError> {
         self.call(|reply| Command::CustomerSend {
             customer,
@@ -371,6 +374,7 @@ impl Bus {
             conversation,
             client_msg_id,
             content,
+            attributes,
             reply,
         })
         .await

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -15,8 +15,8 @@ use crate::ws::{ConnectionLimits, WindowCounter};
 pub struct Settings {
     /// Input limits.
     pub limits: Limits,
-    /// Widget key → queue (empty: the routing default).
-    pub widgets: HashMap<String, String>,
+    /// Widget key → its queue (empty: the routing default) and the routing attributes of its conversations.
+    pub widgets: HashMap<String, (String, BTreeMap<String, String>)>,
     /// Customer token lifetime.
     pub customer_token_ttl_secs: u64,
     /// How long after expiry a customer token may be refreshed.
@@ -45,7 +45,7 @@ impl Settings {
                 .webchat
                 .widgets
                 .iter()
-                .map(|w| (w.key.clone(), w.queue.clone()))
+                .map(|w| (w.key.clone(), (w.queue.clone(), w.attributes.clone())))
                 .collect(),
             customer_token_ttl_secs: config.auth.customer_token_ttl_secs,
             customer_refresh_window_secs: config.auth.customer_refresh_window_secs,
@@ -57,7 +57,19 @@ impl Settings {
 
     /// The queue a widget routes to, if it names one.
     pub fn widget_queue(&self, key: &str) -> Option<String> {
-        self.widgets.get(key).filter(|q| !q.is_empty()).cloned()
+        self.widgets
+            .get(key)
+            .map(|(queue, _)| queue)
+            .filter(|q| !q.is_empty())
+            .cloned()
+    }
+
+    /// The routing attributes a widget gives its conversations.
+    pub fn widget_attributes(&self, key: &str) -> BTreeMap<String, String> {
+        self.widgets
+            .get(key)
+            .map(|(_, attributes)| attributes.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -136,6 +136,11 @@ impl Session {
                             .widget_key
                             .as_ref()
                             .and_then(|k| self.state.settings.widget_queue(k));
+                        let attributes = self
+                            .widget_key
+                            .as_ref()
+                            .map(|k| self.state.settings.widget_attributes(k))
+                            .unwrap_or_default();
                         bus.customer_send(
                             customer.clone(),
                             Channel::Web,
@@ -143,6 +148,7 @@ impl Session {
                             id,
                             client_msg_id.clone(),
                             content,
+                            attributes,
                         )
                         .await?
                     }

@@ -305,3 +305,23 @@ async fn every_device_of_a_customer_receives_the_conversation() {
         "the customer's other devices see its own messages"
     );
 }
+
+#[tokio::test]
+async fn a_widgets_attributes_travel_with_its_conversations_to_the_offer() {
+    let gateway = TestGateway::spawn_with(|c| {
+        c.webchat.widgets[0].attributes = [
+            ("language".to_owned(), "english".to_owned()),
+            ("site".to_owned(), "cards".to_owned()),
+        ]
+        .into();
+    })
+    .await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let mut customer = Customer::start(&gateway).await;
+    customer.say(None, "c-1", "hello").await;
+    let offer = lin.ws.recv_until(|f| f["op"] == "offer").await;
+    assert_eq!(
+        offer["d"]["attributes"],
+        json!({"language": "english", "site": "cards"})
+    );
+}
