@@ -63,6 +63,13 @@ pub struct Routing {
     pub max_wait_secs: u64,
     /// Offset of the contact center's local time from UTC, for business hours and holidays.
     pub utc_offset_minutes: i32,
+    /// Queue positions at which a waiting customer on a channel without live frames (WeChat, SMS) is sent a
+    /// message with its place: each threshold once per wait, when the position first reaches it (e.g.
+    /// `[10, 3, 1]`). Empty sends none. Web and app customers get live `queue.position` frames instead.
+    pub position_message_thresholds: Vec<u32>,
+    /// The text of that message; `{position}` and `{minutes}` (the estimated wait, rounded up; "a few" while
+    /// the queue has no history) are filled in.
+    pub position_message: String,
     /// The queues.
     pub queues: Vec<QueueConfig>,
 }
@@ -82,6 +89,9 @@ impl Default for Routing {
             voice_exclusive: true,
             max_wait_secs: 3600,
             utc_offset_minutes: 0,
+            position_message_thresholds: Vec::new(),
+            position_message:
+                "You are number {position} in the queue; expected wait about {minutes} minutes.".to_owned(),
             queues: vec![QueueConfig::named("general")],
         }
     }

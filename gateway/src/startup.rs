@@ -91,6 +91,8 @@ impl Gateway {
             default_queue: config.routing.default_queue.clone(),
             agents: agents.clone(),
             outbound,
+            position_message_thresholds: config.routing.position_message_thresholds.clone(),
+            position_message: config.routing.position_message.clone(),
         };
         let bus = Bus::start(settings, router, Arc::clone(&store), &shutdown);
         let tokens = TokenAuthority::new(&config.auth.jwt_secret);

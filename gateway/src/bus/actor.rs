@@ -38,6 +38,10 @@ pub struct BusSettings {
     pub agents: Vec<(String, String, AgentSpec)>,
     /// Where agents' messages on connector channels (WeChat, SMS) go; `None` when no connector is configured.
     pub outbound: Option<Arc<dyn super::ChannelOutbound>>,
+    /// Queue positions at which channel customers without live frames are messaged (descending order).
+    pub position_message_thresholds: Vec<u32>,
+    /// The position message template (`{position}`, `{minutes}`).
+    pub position_message: String,
 }
 
 #[derive(Debug)]
@@ -159,7 +163,7 @@ impl BusActor {
                         self.route(Event::Tick).await;
                     }
                     if self.positions_due.is_some_and(|at| at <= now) {
-                        self.push_positions();
+                        self.push_positions().await;
                     }
                 }
             }

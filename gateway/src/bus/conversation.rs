@@ -29,6 +29,8 @@ pub(super) struct Conversation {
     pub(super) preview: String,
     /// The queue position and estimated wait last told to the customer.
     pub(super) told_position: Option<(usize, Option<u64>)>,
+    /// The smallest position threshold a channel customer was messaged about in this wait.
+    pub(super) position_message_at: Option<u32>,
     /// Routing attributes gathered before routing (a call's IVR digits and intent), shown in the offer.
     pub(super) attributes: BTreeMap<String, String>,
 }
@@ -47,6 +49,7 @@ impl Conversation {
             agent_delivered: 0,
             preview: String::new(),
             told_position: None,
+            position_message_at: None,
             attributes: BTreeMap::new(),
         }
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use omnigate_connectors::model::ConversationId;
+use omnigate_connectors::model::{Channel, Content, ConversationId, MessageId};
 use omnigate_router::{
     Decision, EndReason, Event, Explanation, Outcome, RequeueReason, RescindReason, TaskId,
 };
@@ -260,6 +260,7 @@ impl BusActor {
         conv.record.agent = Some(agent.clone());
         conv.last_agent = Some(agent.clone());
         conv.told_position = None;
+        conv.position_message_at = None;
         let details = json!({
             "channel": conv.record.channel,
             "queue": conv.record.queue,
@@ -340,6 +341,7 @@ impl BusActor {
         conv.record.status = ConversationStatus::Closed;
         conv.record.closed_at_ms = Some(unix_ms());
         conv.told_position = None;
+        conv.position_message_at = None;
         self.queued.remove(&id);
         self.open_conversation_closed();
         let kind = EventKind::RoutingEnded {
@@ -359,8 +361,9 @@ impl BusActor {
     }
 
     /// Tells each waiting customer of a changed queue its position and estimated wait, when they changed.
-    pub(super) fn push_positions(&mut self) {
+    pub(super) async fn push_positions(&mut self) {
         self.positions_due = None;
+        let mut messages = Vec::new();
         for queue in self.router.take_changed_queues() {
             let Ok(waiting) = self.router.waiting(&queue) else {
                 continue;
@@ -383,7 +386,88 @@ impl BusActor {
                         c.push(Outbound::Frame(frame.clone()));
                     }
                 }
+                let live_frames = matches!(conv.record.channel, Channel::Web | Channel::App);
+                let crossed = position_threshold_crossed(
+                    &self.settings.position_message_thresholds,
+                    task.position,
+                    conv.position_message_at,
+                );
+                if let (false, Some(threshold)) = (live_frames, crossed) {
+                    conv.position_message_at = Some(threshold);
+                    let text = position_text(
+                        &self.settings.position_message,
+                        task.position,
+                        task.estimated_wait_ms,
+                    );
+                    messages.push((id, text));
+                }
             }
         }
+        for (id, text) in messages {
+            self.send_system_message(&id, text).await;
+        }
+    }
+
+    /// Stores a message from the contact center itself (not an agent) and hands it to the conversation's channel.
+    async fn send_system_message(&mut self, id: &ConversationId, text: String) {
+        let message_id = MessageId::generate();
+        let content = Content::Text { text };
+        let kind = EventKind::Message {
+            message_id: message_id.clone(),
+            client_msg_id: String::new(),
+            content: content.clone(),
+        };
+        match self.append(id, Actor::System, kind, None).await {
+            Ok(_) => self.hand_to_channel(id, message_id, content).await,
+            Err(error) => tracing::warn!(conversation_id = %id, %error, "position message not stored"),
+        }
+    }
+}
+
+/// The threshold a customer's new `position` reaches for the first time in this wait, if any: the smallest
+/// threshold at or above it that is below the last one messaged.
+fn position_threshold_crossed(thresholds: &[u32], position: usize, last: Option<u32>) -> Option<u32> {
+    thresholds
+        .iter()
+        .copied()
+        .filter(|t| position <= *t as usize && last.is_none_or(|l| *t < l))
+        .min()
+}
+
+/// Fills in the position message template.
+fn position_text(template: &str, position: usize, estimated_wait_ms: Option<u64>) -> String {
+    let minutes =
+        estimated_wait_ms.map_or_else(|| "a few".to_owned(), |ms| ms.div_ceil(60_000).max(1).to_string());
+    template
+        .replace("{position}", &position.to_string())
+        .replace("{minutes}", &minutes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_threshold_is_messaged_once_as_the_queue_moves_up() {
+        let t = [10, 3, 1];
+        assert_eq!(position_threshold_crossed(&t, 12, None), None);
+        assert_eq!(position_threshold_crossed(&t, 8, None), Some(10));
+        assert_eq!(position_threshold_crossed(&t, 7, Some(10)), None);
+        assert_eq!(position_threshold_crossed(&t, 2, Some(10)), Some(3));
+        assert_eq!(position_threshold_crossed(&t, 1, Some(3)), Some(1));
+        assert_eq!(position_threshold_crossed(&t, 1, Some(1)), None);
+        assert_eq!(position_threshold_crossed(&[], 1, None), None);
+    }
+
+    #[test]
+    fn the_template_gets_position_and_minutes() {
+        assert_eq!(
+            position_text("#{position}, {minutes} min", 3, Some(61_000)),
+            "#3, 2 min"
+        );
+        assert_eq!(
+            position_text("#{position}, {minutes} min", 1, None),
+            "#1, a few min"
+        );
     }
 }

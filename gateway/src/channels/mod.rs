@@ -416,6 +416,8 @@ mod tests {
             default_queue: config.routing.default_queue.clone(),
             agents: Vec::new(),
             outbound: None,
+            position_message_thresholds: Vec::new(),
+            position_message: String::new(),
         };
         let bus = Bus::start(
             settings,

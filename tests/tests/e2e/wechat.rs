@@ -388,3 +388,27 @@ async fn after_an_unsubscribe_a_reply_is_dead_lettered_without_calling_wechat() 
     assert_eq!(failed.last().unwrap()["reason"], "window_closed");
     assert_eq!(fake.send_attempts().await, 0);
 }
+
+#[tokio::test]
+async fn a_waiting_wechat_customer_is_messaged_its_place_in_the_queue() {
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let gateway = gateway(&fake, |config| {
+        config.routing.position_message_thresholds = vec![5, 1];
+        config.routing.position_message = "您前面还有 {position} 位, about {minutes} min".to_owned();
+    })
+    .await;
+    // No agent is online: the conversation waits at position 1.
+    push_ok(&gateway, &text_xml(OPENID, 77, "有人吗", now_secs()), Mode::Plain).await;
+    omnigate_tests::assert_eventually!(fake.sent().await.len() == 1, "no position message was sent");
+    let sent = fake.sent().await;
+    assert_eq!(sent[0].body["touser"], OPENID);
+    assert_eq!(
+        sent[0].body["text"]["content"],
+        "您前面还有 1 位, about a few min"
+    );
+    assert!(
+        fake.violations().await.is_empty(),
+        "{:?}",
+        fake.violations().await
+    );
+}
