@@ -3,7 +3,7 @@
 //! degraded and comes back, and clients only ever see `unavailable` (and retry) meanwhile.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use omnigate_tests::{assert_eventually, http_request, Agent, Customer, RedisServer, TestGateway, WsClient};
@@ -33,6 +33,14 @@ async fn assigned_conversation(gateway: &TestGateway) -> (Agent, Customer, Strin
     (lin, customer, conversation)
 }
 
+/// How long a client waits before retrying a send refused as `unavailable` (a client's backoff, not a wait
+/// for a condition).
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// The interval between one side's messages while traffic flows (the simulated client's pace).
+const SEND_INTERVAL: Duration = Duration::from_millis(150);
+/// Messages acknowledged on both sides together before the fault is injected, so it hits live traffic.
+const ACKED_BEFORE_FAULT: usize = 4;
+
 /// Sends `message.send` until acknowledged, as a client does: on `unavailable` it waits a little and sends
 /// the same `client_msg_id` again. Returns the ack's `d` and how many attempts were refused.
 async fn send_until_acked(ws: &mut WsClient, d: Value) -> (Value, u32) {
@@ -44,20 +52,22 @@ async fn send_until_acked(ws: &mut WsClient, d: Value) -> (Value, u32) {
             Some("message.ack") => return (reply["d"].clone(), refused),
             Some("error") if reply["d"]["code"] == "unavailable" => {
                 refused += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(RETRY_BACKOFF).await;
             }
             _ => panic!("a send is acknowledged or refused as unavailable, got {reply}"),
         }
     }
 }
 
-/// One side's traffic: a message every 150 ms until the outage is over, then three more.
+/// One side's traffic: a message every `SEND_INTERVAL` until the outage is over, then three more; each ack is
+/// counted in `acked_total`.
 /// Returns the acknowledged `(client_msg_id, seq)` in order and the number of refused attempts.
 async fn talk(
     ws: &mut WsClient,
     conversation: &str,
     side: &str,
     restored: &AtomicBool,
+    acked_total: &AtomicUsize,
 ) -> (Vec<(String, u64)>, u32) {
     let mut acked = Vec::new();
     let mut refused = 0;
@@ -67,6 +77,7 @@ async fn talk(
         let d = json!({"conversation_id": conversation, "client_msg_id": id, "content": {"type": "text", "text": id}});
         let (ack, refusals) = send_until_acked(ws, d).await;
         acked.push((id, ack["seq"].as_u64().expect("seq")));
+        acked_total.fetch_add(1, Ordering::SeqCst);
         refused += refusals;
         if restored.load(Ordering::SeqCst) {
             after_restore += 1;
@@ -74,7 +85,7 @@ async fn talk(
                 break;
             }
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(SEND_INTERVAL).await;
     }
     (acked, refused)
 }
@@ -240,9 +251,13 @@ async fn redis_killed_and_restarted_during_traffic_loses_nothing_acknowledged() 
     let gateway = TestGateway::spawn_with_redis(&redis, |_| {}).await;
     let (mut lin, mut customer, conversation) = assigned_conversation(&gateway).await;
     let restored = AtomicBool::new(false);
+    let acked_total = AtomicUsize::new(0);
 
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eventually!(
+            acked_total.load(Ordering::SeqCst) >= ACKED_BEFORE_FAULT,
+            "traffic flows before the fault"
+        );
         redis.stop();
         assert_eventually!(
             readiness(&gateway).await == (503, "degraded".to_owned()),
@@ -259,8 +274,8 @@ async fn redis_killed_and_restarted_during_traffic_loses_nothing_acknowledged() 
     };
     let ((), (customer_acks, customer_refused), (agent_acks, agent_refused)) = tokio::join!(
         outage,
-        talk(&mut customer.ws, &conversation, "c", &restored),
-        talk(&mut lin.ws, &conversation, "a", &restored),
+        talk(&mut customer.ws, &conversation, "c", &restored, &acked_total),
+        talk(&mut lin.ws, &conversation, "a", &restored, &acked_total),
     );
     assert!(
         customer_refused > 0 && agent_refused > 0,
@@ -286,9 +301,13 @@ async fn a_frozen_redis_bounds_every_wait_and_applies_late_writes_once() {
     let gateway = TestGateway::spawn_with_redis(&redis, |_| {}).await;
     let (mut lin, mut customer, conversation) = assigned_conversation(&gateway).await;
     let restored = AtomicBool::new(false);
+    let acked_total = AtomicUsize::new(0);
 
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eventually!(
+            acked_total.load(Ordering::SeqCst) >= ACKED_BEFORE_FAULT,
+            "traffic flows before the fault"
+        );
         redis.pause();
         assert_eventually!(
             readiness(&gateway).await == (503, "degraded".to_owned()),
@@ -304,8 +323,8 @@ async fn a_frozen_redis_bounds_every_wait_and_applies_late_writes_once() {
     };
     let ((), (customer_acks, customer_refused), (agent_acks, agent_refused)) = tokio::join!(
         outage,
-        talk(&mut customer.ws, &conversation, "c", &restored),
-        talk(&mut lin.ws, &conversation, "a", &restored),
+        talk(&mut customer.ws, &conversation, "c", &restored, &acked_total),
+        talk(&mut lin.ws, &conversation, "a", &restored, &acked_total),
     );
     assert!(
         customer_refused > 0 && agent_refused > 0,
