@@ -12,6 +12,31 @@ pub(crate) fn transport_failure(error: &reqwest::Error) -> SendFailure {
     }
 }
 
+/// POSTs a JSON body to a Tencent-style API (`{url}?access_token=…`, WeChat and WeCom) and returns the
+/// response's status and body for the caller's parser.
+///
+/// # Errors
+/// A transport failure (no response), which is retryable.
+pub(crate) async fn post_json_with_token(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, axum::body::Bytes), SendFailure> {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("access_token", token)
+        .finish();
+    let response = client
+        .post(format!("{url}?{query}"))
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| transport_failure(&e))?;
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.map_err(|e| transport_failure(&e))?;
+    Ok((status, bytes))
+}
+
 /// Builds the client shared by all connectors.
 ///
 /// # Errors

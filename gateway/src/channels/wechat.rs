@@ -19,7 +19,7 @@ use omnigate_connectors::wechat::OfficialAccount;
 use omnigate_connectors::{ConnectorError, FailureReason, SendFailure};
 
 use super::connector::{Connector, Receipt};
-use super::http_client::transport_failure;
+use super::http_client::{post_json_with_token, transport_failure};
 use super::token::{TokenManager, TokenSource};
 use super::{ChannelHub, WebhookError};
 use crate::clock::unix_ms;
@@ -221,18 +221,7 @@ impl WechatConnector {
     }
 
     async fn post(&self, token: &str, body: &serde_json::Value) -> Result<(), SendFailure> {
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("access_token", token)
-            .finish();
-        let response = self
-            .client
-            .post(format!("{}?{query}", self.send_url))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| transport_failure(&e))?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| transport_failure(&e))?;
+        let (status, bytes) = post_json_with_token(&self.client, &self.send_url, token, body).await?;
         api::parse_send_response(status, &bytes)
     }
 }
