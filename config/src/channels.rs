@@ -272,6 +272,16 @@ fn valid_path_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Checks an account id used in a URL path, and that no other account of its kind has it.
+fn check_id<'a>(name: &str, id: &'a str, ids: &mut BTreeSet<&'a str>, problem: &mut impl FnMut(String)) {
+    if !valid_path_id(id) {
+        problem(format!("{name}: id must be 1..=64 characters of [A-Za-z0-9_-]"));
+    }
+    if !ids.insert(id) {
+        problem(format!("{name}: id is used twice"));
+    }
+}
+
 fn valid_base_url(url: &str) -> bool {
     url.starts_with("https://") || url.starts_with("http://")
 }
@@ -282,12 +292,7 @@ impl Channels {
         let mut ids = BTreeSet::new();
         for account in &self.wechat {
             let name = format!("channels.wechat {:?}", account.id);
-            if !valid_path_id(&account.id) {
-                problem(format!("{name}: id must be 1..=64 characters of [A-Za-z0-9_-]"));
-            }
-            if !ids.insert(account.id.as_str()) {
-                problem(format!("{name}: id is used twice"));
-            }
+            check_id(&name, &account.id, &mut ids, problem);
             if account.appid.is_empty() {
                 problem(format!("{name}: appid must be set"));
             }
@@ -324,12 +329,7 @@ impl Channels {
         let mut ids = BTreeSet::new();
         for account in &self.twilio {
             let name = format!("channels.twilio {:?}", account.id);
-            if !valid_path_id(&account.id) {
-                problem(format!("{name}: id must be 1..=64 characters of [A-Za-z0-9_-]"));
-            }
-            if !ids.insert(account.id.as_str()) {
-                problem(format!("{name}: id is used twice"));
-            }
+            check_id(&name, &account.id, &mut ids, problem);
             if !account.account_sid.starts_with("AC") {
                 problem(format!("{name}: account_sid must start with AC"));
             }
@@ -355,12 +355,7 @@ impl Channels {
         let mut ids = BTreeSet::new();
         for account in &self.wecom {
             let name = format!("channels.wecom {:?}", account.id);
-            if !valid_path_id(&account.id) {
-                problem(format!("{name}: id must be 1..=64 characters of [A-Za-z0-9_-]"));
-            }
-            if !ids.insert(account.id.as_str()) {
-                problem(format!("{name}: id is used twice"));
-            }
+            check_id(&name, &account.id, &mut ids, problem);
             if account.corp_id.is_empty()
                 || account.secret.expose_secret().is_empty()
                 || account.token.expose_secret().is_empty()
@@ -387,12 +382,7 @@ impl Channels {
         let mut ids = BTreeSet::new();
         for uplink in &self.sms_uplinks {
             let name = format!("channels.sms_uplinks {:?}", uplink.id);
-            if !valid_path_id(&uplink.id) {
-                problem(format!("{name}: id must be 1..=64 characters of [A-Za-z0-9_-]"));
-            }
-            if !ids.insert(uplink.id.as_str()) {
-                problem(format!("{name}: id is used twice"));
-            }
+            check_id(&name, &uplink.id, &mut ids, problem);
             let token = uplink.path_token.expose_secret();
             if token.len() < 24 || !valid_path_id(token) {
                 problem(format!(
