@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -40,7 +40,8 @@ pub struct Phases {
 }
 
 impl Phases {
-    fn in_window(&self, at_us: u64) -> bool {
+    /// Whether `at_us` falls in the measured window.
+    pub fn in_window(&self, at_us: u64) -> bool {
         (self.measure_from_us..self.stop_us).contains(&at_us)
     }
 }
@@ -78,10 +79,14 @@ pub struct Ctx {
     pub reported: AtomicUsize,
     /// Clients that ended with an error.
     pub gave_up: AtomicUsize,
+    /// Whether agents answer customer messages (relay, churn) or only check them (webhooks).
+    pub agents_reply: bool,
+    /// Webhooks: distinct customer messages the agents received, so the run knows when they all arrived.
+    pub received_total: AtomicU64,
 }
 
 impl Ctx {
-    fn report(&self, who: &str, error: &anyhow::Error) {
+    pub(crate) fn report(&self, who: &str, error: &anyhow::Error) {
         self.gave_up.fetch_add(1, Ordering::Relaxed);
         if self.reported.fetch_add(1, Ordering::Relaxed) < 10 {
             eprintln!("omnigate-loadtest: {who}: {error:#}");
@@ -90,7 +95,7 @@ impl Ctx {
 }
 
 /// Converts a unix-µs time to a tokio instant.
-fn instant_at(at_us: u64) -> Instant {
+pub(crate) fn instant_at(at_us: u64) -> Instant {
     let now = now_us();
     Instant::now() + Duration::from_micros(at_us.saturating_sub(now))
 }
@@ -659,13 +664,17 @@ impl Agent {
                 if event.kind != "message.created" || event.actor.kind != "customer" {
                     return Ok(());
                 }
-                let text = event
-                    .message
-                    .as_ref()
-                    .and_then(|m| m.content.text.as_deref())
-                    .unwrap_or("");
-                let Some(stamp) = proto::parse_customer_text(text) else {
-                    tally.error("unexpected_customer_text");
+                let content = event.message.as_ref().map(|m| &m.content);
+                let text = content.and_then(|c| c.text.as_deref());
+                // A call's IVR input carries the stamp as its speech text, shown in the event's detail.
+                let detail = content
+                    .and_then(|c| c.detail.as_deref())
+                    .and_then(crate::hooks::stamp_in_detail);
+                let Some(stamp) = text.or(detail).and_then(proto::parse_customer_text) else {
+                    // A call's other events (offered, queued) carry no stamp.
+                    if ctx.agents_reply || text.is_some() {
+                        tally.error("unexpected_customer_text");
+                    }
                     return Ok(());
                 };
                 if !classify(tally, c.arrivals.record(stamp.k)) {
@@ -677,6 +686,10 @@ impl Agent {
                     delivered(tally, phases, now, stamp.sent_us);
                 } else {
                     tally.received += 1;
+                }
+                if !ctx.agents_reply {
+                    ctx.received_total.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
                 }
                 self.next_ref += 1;
                 let frame = proto::message_send(

@@ -13,15 +13,23 @@
 //! - `tally.rs`: latency histogram and correctness counts
 //! - `run.rs`: one run: timeline, samples, result
 //! - `report.rs`: JSON, markdown, SVG plots, the multi-run summary for `docs/performance.md`
+//! - `hooks.rs`, `senders.rs`, `keepalive.rs`: signed provider webhooks, the tasks that post them on
+//!   keep-alive connections (mode `webhooks`)
+//! - `sink.rs`: the providers' side the gateway calls back, and the bare axum JSON baseline
 //! - `http.rs`, `rng.rs`: the two HTTP calls; a seeded generator
 
 pub mod clients;
 pub mod echo;
+pub mod hooks;
 pub mod http;
+pub mod keepalive;
 pub mod proto;
 pub mod report;
 pub mod rng;
 pub mod run;
+mod run_webhooks;
 pub mod scenario;
+pub mod senders;
 pub mod server;
+pub mod sink;
 pub mod tally;

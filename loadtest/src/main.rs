@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 
 use omnigate_loadtest::run::{self, RunOptions};
+use omnigate_loadtest::scenario::Mode;
 use omnigate_loadtest::server::Target;
 use omnigate_loadtest::{echo, report};
 
 const USAGE: &str = "usage: omnigate-loadtest COMMAND
-  run SCENARIO [--target gateway|echo|node] [--out DIR] [--server-cpu N] [--threads N]
+  run SCENARIO [--target gateway|echo|node|axum-json] [--out DIR] [--server-cpu N] [--threads N]
                [--gateway-bin PATH] [--base-config PATH] [--duration SECS]
                      run one scenario; exit 1 when a correctness rule is broken
   echo-baseline SCENARIO [options of run]
@@ -18,6 +19,7 @@ const USAGE: &str = "usage: omnigate-loadtest COMMAND
   smoke [options of run]
                      loadtest/scenarios/smoke.toml against the gateway (CI)
   echo-server ADDR   serve the echo baseline on ADDR until SIGTERM
+  json-server ADDR   serve the bare axum JSON endpoint (webhook baseline) on ADDR until SIGTERM
   summarize --doc PATH --method PATH --plots DIR [--notes PATH] DIR...
                      medians, min-max and ratios of the runs in DIR... into PATH's sections";
 
@@ -63,6 +65,15 @@ fn real_main() -> anyhow::Result<bool> {
             runtime.block_on(echo::serve(addr))?;
             Ok(true)
         }
+        "json-server" => {
+            let addr = rest
+                .first()
+                .with_context(|| format!("missing ADDR\n{USAGE}"))?
+                .parse()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(omnigate_loadtest::sink::serve_json(addr))?;
+            Ok(true)
+        }
         "summarize" => summarize(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
@@ -98,6 +109,7 @@ fn run_command(scenario: &Path, mut target: Target, args: &[String]) -> anyhow::
                     "gateway" => Target::Gateway,
                     "echo" => Target::Echo,
                     "node" => Target::Node,
+                    "axum-json" => Target::Json,
                     other => bail!("unknown target {other:?}"),
                 };
                 options.target = target;
@@ -184,14 +196,22 @@ fn summarize(args: &[String]) -> anyhow::Result<bool> {
         relay
             .push_str(&std::fs::read_to_string(&notes).with_context(|| format!("read {}", notes.display()))?);
     }
-    report::replace_sections(
-        &doc,
-        "Performance",
-        &[
-            ("Method", method_text),
-            ("Relay, idle memory and webhooks", relay),
-        ],
-    )?;
+    // Each section is replaced only when this session measured it, so a webhooks-only report keeps the
+    // relay figures (and their method) of an earlier session, and the other way round.
+    let has_relay = results.iter().any(|r| r.mode != Mode::Webhooks);
+    let mut sections = Vec::new();
+    if has_relay {
+        sections.push(("Method", method_text.clone()));
+        sections.push(("Relay, idle memory and churn", relay));
+    }
+    if let Some(webhooks) = report::webhooks_section(&groups) {
+        if !has_relay {
+            let method = method_text.replacen("## Method", "## Method of the webhook runs", 1);
+            sections.push(("Method of the webhook runs", method));
+        }
+        sections.push(("Webhook ingest", webhooks));
+    }
+    report::replace_sections(&doc, "Performance", &sections)?;
     println!("wrote {}", doc.display());
     Ok(results.iter().all(|r| r.passed))
 }

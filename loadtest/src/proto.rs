@@ -102,12 +102,15 @@ pub struct EventMessage<'a> {
     pub content: TextContent<'a>,
 }
 
-/// Text content.
+/// Text content (or a channel event's detail).
 #[derive(Debug, Deserialize)]
 pub struct TextContent<'a> {
     /// The text, when the content is text.
     #[serde(default, borrow)]
     pub text: Option<Cow<'a, str>>,
+    /// The detail, when the content is a channel event (a call's IVR input).
+    #[serde(default, borrow)]
+    pub detail: Option<Cow<'a, str>>,
 }
 
 /// The `d` of `message.ack`.

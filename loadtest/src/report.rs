@@ -137,10 +137,15 @@ pub struct RunResult {
     pub passed: bool,
     /// The gateway's `omnigate_*` metrics at the end of the run.
     pub metrics: Vec<(String, f64)>,
+    /// Webhooks: time from posting a webhook to the server's answer.
+    #[serde(default)]
+    pub answer_latency_us: LatencySummary,
+    /// Webhooks: calls the gateway made to the loader's provider sink (access tokens, `agent.connect`).
+    #[serde(default)]
+    pub provider_callbacks: u64,
 }
 
-fn latency(tally: &Tally) -> LatencySummary {
-    let h = &tally.latency;
+fn latency(h: &hdrhistogram::Histogram<u64>) -> LatencySummary {
     if h.is_empty() {
         return LatencySummary::default();
     }
@@ -195,7 +200,7 @@ impl RunResult {
             started_at_unix: 0,
             throughput,
             delivered: tally.delivered_in_window,
-            latency_us: latency(tally),
+            latency_us: latency(&tally.latency),
             max_send_lag_us: tally.max_send_lag_us,
             send_lag_p99_us: if tally.send_lags.is_empty() {
                 0
@@ -221,6 +226,8 @@ impl RunResult {
             passed: violations.is_empty(),
             violations,
             metrics,
+            answer_latency_us: latency(&tally.answer_latency),
+            provider_callbacks: 0,
         }
     }
 
@@ -257,6 +264,10 @@ impl RunResult {
                 "latency p50 / p99 / p99.9 / max",
                 format!("{} / {} / {} / {} µs", l.p50, l.p99, l.p999, l.max),
             ),
+            ("webhook answer p50 / p99 / max", {
+                let a = &self.answer_latency_us;
+                format!("{} / {} / {} µs", a.p50, a.p99, a.max)
+            }),
             (
                 "server CPU",
                 format!(
@@ -493,6 +504,12 @@ pub struct Group {
     /// The machine's load average at the end of each window.
     #[serde(default)]
     pub load_average: Spread,
+    /// Webhooks: answer latency p50, µs.
+    #[serde(default)]
+    pub answer_p50: Spread,
+    /// Webhooks: answer latency p99, µs.
+    #[serde(default)]
+    pub answer_p99: Spread,
 }
 
 /// Groups results by scenario and target.
@@ -527,6 +544,8 @@ pub fn group(results: &[RunResult]) -> Vec<Group> {
             reconnects: runs.iter().map(|r| r.correctness.reconnects).sum(),
             max_send_lag_us: runs.iter().map(|r| r.max_send_lag_us).max().unwrap_or(0),
             load_average: Spread::of(runs.iter().map(|r| r.server.load_average)),
+            answer_p50: Spread::of(runs.iter().map(|r| r.answer_latency_us.p50 as f64)),
+            answer_p99: Spread::of(runs.iter().map(|r| r.answer_latency_us.p99 as f64)),
         })
         .collect()
 }
@@ -547,15 +566,15 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-/// Renders the "Relay, idle memory and webhooks" section from grouped results; `plots` are the latency
-/// plots (relative to `docs/`) to link.
+/// Renders the "Relay, idle memory and churn" section from grouped results (webhook runs are left out); `plots`
+/// are the latency plots (relative to `docs/`) to link.
 pub fn relay_section(groups: &[Group], plots: &[(String, String)]) -> String {
     let find = |scenario: &str, target: &str| {
         groups
             .iter()
             .find(|g| g.scenario == scenario && g.target == target)
     };
-    let mut out = String::from("## Relay, idle memory and webhooks\n\n");
+    let mut out = String::from("## Relay, idle memory and churn\n\n");
     out.push_str(
         "Medians over the session's runs, with min–max in parentheses; ratios are gateway ÷ echo baseline of \
          the same session. Latency is one-way (send → receipt by the other party, clocks of one machine) in µs; a relayed \
@@ -567,7 +586,10 @@ pub fn relay_section(groups: &[Group], plots: &[(String, String)]) -> String {
         "### Relay throughput and server CPU (closed loop)\n\n| scenario | target | runs (passed) | connections | msg/s delivered | server µs CPU/msg | server cores | one server core, projected msg/s | machine load |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut any = false;
-    for g in groups.iter().filter(|g| g.load == Some(LoadKind::Closed)) {
+    for g in groups
+        .iter()
+        .filter(|g| g.load == Some(LoadKind::Closed) && g.mode == Some(Mode::Relay))
+    {
         any = true;
         let _ = writeln!(
             table,
@@ -723,9 +745,10 @@ pub fn relay_section(groups: &[Group], plots: &[(String, String)]) -> String {
         out.push_str(&table);
         out.push('\n');
     }
-    let runs: usize = groups.iter().map(|g| g.runs).sum();
-    let passed: usize = groups.iter().map(|g| g.passed).sum();
-    let bad: u64 = groups.iter().map(|g| g.violations).sum();
+    let relay_groups = groups.iter().filter(|g| g.mode != Some(Mode::Webhooks));
+    let runs: usize = relay_groups.clone().map(|g| g.runs).sum();
+    let passed: usize = relay_groups.clone().map(|g| g.passed).sum();
+    let bad: u64 = relay_groups.map(|g| g.violations).sum();
     let _ = writeln!(
         targets,
         "| zero loss, duplication, reordering; no agent over capacity (every run) | {passed} of {runs} runs passed; {bad} messages lost, duplicated or reordered | {} |",
@@ -737,6 +760,80 @@ pub fn relay_section(groups: &[Group], plots: &[(String, String)]) -> String {
         let _ = writeln!(out, "![{title}]({path})\n");
     }
     out
+}
+
+/// Renders the "Webhook ingest" section from the webhook runs among `groups`, or `None` without any.
+pub fn webhooks_section(groups: &[Group]) -> Option<String> {
+    let find = |scenario: &str, target: &str| {
+        groups
+            .iter()
+            .find(|g| g.scenario == scenario && g.target == target)
+    };
+    // Webhooks.
+    let mut out = String::from(
+        "## Webhook ingest\n\nMedians over the session's runs, with min–max in parentheses; ratios are gateway ÷ the bare \
+         axum JSON endpoint of the same session. Latencies in µs.\n\n",
+    );
+    let mut targets = String::from("### Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
+    let mut table = String::from(
+        "### Webhook ingest\n\n| scenario | target | runs (passed) | senders | webhooks/s answered | answer p50 | answer p99 | to agent p99 | server µs CPU/webhook | one server core, projected webhooks/s | machine load |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut any = false;
+    for g in groups.iter().filter(|g| g.mode == Some(Mode::Webhooks)) {
+        any = true;
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {:.0} | {} |",
+            g.scenario,
+            g.target,
+            g.runs,
+            g.passed,
+            g.connections,
+            g.throughput.show(0),
+            g.answer_p50.show(0),
+            g.answer_p99.show(0),
+            g.p99.show(0),
+            g.cpu_us_per_message.show(1),
+            1e6 / g.cpu_us_per_message.median.max(1e-9),
+            g.load_average.show(1)
+        );
+        if g.target == "gateway" {
+            if let Some(b) = find(&g.scenario, "axum-json") {
+                let projected = b.cpu_us_per_message.median / g.cpu_us_per_message.median.max(1e-9);
+                let _ = writeln!(
+                    table,
+                    "| {} | **ratio** | | | {} | | | | {} | {} | |",
+                    g.scenario,
+                    ratio(g.throughput.median, b.throughput.median),
+                    ratio(g.cpu_us_per_message.median, b.cpu_us_per_message.median),
+                    ratio(b.cpu_us_per_message.median, g.cpu_us_per_message.median)
+                );
+                let _ = writeln!(
+                    targets,
+                    "| webhook ingest ≥ 0.5× a bare axum JSON endpoint ({}) | {:.2}× answered; {projected:.2}× projected to one saturated server core each | {} |",
+                    g.scenario,
+                    g.throughput.median / b.throughput.median.max(1e-9),
+                    verdict(projected >= 0.5)
+                );
+            }
+        }
+    }
+    if !any {
+        return None;
+    }
+    out.push_str(&table);
+    out.push('\n');
+    let webhook_groups = groups.iter().filter(|g| g.mode == Some(Mode::Webhooks));
+    let runs: usize = webhook_groups.clone().map(|g| g.runs).sum();
+    let passed: usize = webhook_groups.clone().map(|g| g.passed).sum();
+    let bad: u64 = webhook_groups.map(|g| g.violations).sum();
+    let _ = writeln!(
+        targets,
+        "| every webhook answered 2xx reaches an agent exactly once, in order (every run) | {passed} of {runs} runs passed; {bad} webhooks lost, duplicated or reordered | {} |",
+        verdict(passed == runs)
+    );
+    out.push_str(&targets);
+    Some(out)
 }
 
 /// Replaces (or appends) the level-2 sections named in `sections` in the markdown file at `path`, keeping

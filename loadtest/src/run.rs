@@ -2,7 +2,7 @@
 //! procfs, stop the server, and return the result.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -56,17 +56,36 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         !(options.target != Target::Gateway && scenario.mode == Mode::Churn),
         "churn has no echo baseline: the echo server has no sessions to resume"
     );
+    let target_fits = match scenario.mode {
+        Mode::Webhooks => matches!(options.target, Target::Gateway | Target::Json),
+        Mode::Relay | Mode::Idle | Mode::Churn => options.target != Target::Json,
+    };
+    anyhow::ensure!(
+        target_fits,
+        "webhooks run against the gateway or the axum-json baseline; the other modes against gateway, echo or node"
+    );
     std::fs::create_dir_all(&options.out_dir)?;
     let log = options.out_dir.join("server.log");
     let starting = tokio::time::Instant::now();
+    // Webhooks: the providers' side the gateway calls back (tokens, `agent.connect`) listens in this process.
+    let sink = if scenario.mode == Mode::Webhooks && options.target == Target::Gateway {
+        Some(std::net::TcpListener::bind("127.0.0.1:0")?)
+    } else {
+        None
+    };
+    let sink_url = match &sink {
+        Some(listener) => Some(format!("http://{}", listener.local_addr()?)),
+        None => None,
+    };
     let server = match options.target {
         Target::Gateway => {
             let config = options.out_dir.join("gateway.toml");
-            server::write_gateway_config(&options.base_config, &scenario, &config)?;
+            server::write_gateway_config(&options.base_config, &scenario, sink_url.as_deref(), &config)?;
             Server::start_gateway(&options.gateway_bin, &config, options.server_cpu, &log)?
         }
         Target::Echo => Server::start_echo(options.server_cpu, &log)?,
         Target::Node => Server::start_node(options.server_cpu, &log)?,
+        Target::Json => Server::start_json(options.server_cpu, &log)?,
     };
     let tokens = if options.target == Target::Gateway && scenario.mode != Mode::Idle {
         mint_tokens(&server, scenario.agents)?
@@ -83,7 +102,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         .enable_all()
         .build()?;
     let started_at = now_us() / 1_000_000;
-    let outcome = runtime.block_on(drive(&scenario, options.target, &server, tokens));
+    let outcome = runtime.block_on(drive(&scenario, options.target, &server, tokens, sink));
     drop(runtime);
     let stopping = tokio::time::Instant::now();
     let clean_exit = server.stop()?;
@@ -132,7 +151,7 @@ fn mint_tokens(server: &Server, agents: usize) -> anyhow::Result<Vec<String>> {
     Ok(tokens)
 }
 
-async fn wait_ready(ctx: &Ctx, want: usize, limit: Duration) -> bool {
+pub(crate) async fn wait_ready(ctx: &Ctx, want: usize, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         let ready = ctx.ready.load(Ordering::Relaxed);
@@ -148,7 +167,7 @@ async fn wait_ready(ctx: &Ctx, want: usize, limit: Duration) -> bool {
     false
 }
 
-async fn join_all(tasks: &mut JoinSet<Tally>, total: &mut Tally, limit: Duration) {
+pub(crate) async fn join_all(tasks: &mut JoinSet<Tally>, total: &mut Tally, limit: Duration) {
     let collected = timeout(limit, async {
         while let Some(joined) = tasks.join_next().await {
             match joined {
@@ -170,11 +189,17 @@ async fn drive(
     target: Target,
     server: &Server,
     tokens: Vec<String>,
+    sink: Option<std::net::TcpListener>,
 ) -> anyhow::Result<RunResult> {
     let (phases_tx, phases_rx) = watch::channel(None);
     let (done_tx, done_rx) = watch::channel(false);
     let gateway = target == Target::Gateway;
-    let relayed_per_send = if gateway { 2.0 } else { 1.0 };
+    // A relayed customer message and its reply count as two; a webhook or an echo as one.
+    let relayed_per_send = if gateway && scenario.mode != Mode::Webhooks {
+        2.0
+    } else {
+        1.0
+    };
     let interval_us = scenario.load.as_ref().map_or(0.0, |l| {
         if l.kind == LoadKind::Open {
             1e6 * scenario.customers as f64 * relayed_per_send / l.rate
@@ -199,12 +224,29 @@ async fn drive(
         assignments: DashMap::new(),
         reported: AtomicUsize::new(0),
         gave_up: AtomicUsize::new(0),
+        agents_reply: scenario.mode != Mode::Webhooks,
+        received_total: AtomicU64::new(0),
     });
     let setup_limit = Duration::from_secs_f64(30.0 + scenario.customers as f64 / 100.0);
     let mut total = Tally::default();
     let before = server.sample()?;
     if scenario.mode == Mode::Idle {
         return idle(scenario, target, server, ctx, done_tx, before, setup_limit).await;
+    }
+    if scenario.mode == Mode::Webhooks {
+        let run = crate::run_webhooks::WebhookRun {
+            scenario,
+            target,
+            server,
+            ctx,
+            tokens,
+            phases_tx,
+            done_tx,
+            sink,
+            before,
+            setup_limit,
+        };
+        return run.drive().await;
     }
     let mut agents = JoinSet::new();
     let mut customers = JoinSet::new();

@@ -16,6 +16,9 @@ pub enum Mode {
     Idle,
     /// Relay traffic while customers and agents drop their sockets and resume from their cursors.
     Churn,
+    /// Signed provider webhooks (WeChat safe mode, Twilio SMS, CTI) at a fixed rate or closed loop; agents
+    /// accept the conversations they open and check every accepted webhook arrived once, in order.
+    Webhooks,
 }
 
 /// How messages are offered.
@@ -71,6 +74,40 @@ pub struct Churn {
     pub agent_drops_per_sec: f64,
 }
 
+/// The webhook mix (mode `webhooks`): senders are split between the providers by these weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhooks {
+    /// Weight of WeChat Official Account senders (safe mode: signed and AES-encrypted XML).
+    #[serde(default = "one")]
+    pub wechat: u32,
+    /// Weight of Twilio SMS senders (form body, `X-Twilio-Signature`).
+    #[serde(default = "one")]
+    pub twilio: u32,
+    /// Weight of CTI callers (`cti-webhook/1`, Standard Webhooks signature).
+    #[serde(default = "one")]
+    pub cti: u32,
+    /// Every `retry_every`-th webhook of a sender is posted twice, as a provider retry (0: never). The
+    /// gateway must store it once.
+    #[serde(default)]
+    pub retry_every: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks {
+            wechat: 1,
+            twilio: 1,
+            cti: 1,
+            retry_every: 0,
+        }
+    }
+}
+
 /// One scenario file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +148,9 @@ pub struct Scenario {
     /// Reconnect storm (churn).
     #[serde(default)]
     pub churn: Churn,
+    /// Webhook mix (webhooks).
+    #[serde(default)]
+    pub webhooks: Webhooks,
 }
 
 fn default_capacity() -> u32 {
@@ -134,6 +174,18 @@ fn default_settle() -> f64 {
 }
 
 impl Scenario {
+    /// Webhooks: how many of the agents take calls only (the first ones); the others take chats only, since
+    /// an agent on a call is offered no chat (`routing.voice_exclusive`). Shared out by the senders' weights.
+    pub fn voice_agents(&self) -> usize {
+        let w = &self.webhooks;
+        let total = w.wechat + w.twilio + w.cti;
+        if self.mode != Mode::Webhooks || w.cti == 0 || total == 0 {
+            return 0;
+        }
+        let share = (self.agents as f64 * f64::from(w.cti) / f64::from(total)).round() as usize;
+        share.clamp(1, self.agents)
+    }
+
     /// Reads and checks a scenario file.
     ///
     /// # Errors
@@ -164,20 +216,36 @@ impl Scenario {
             self.connect_concurrency > 0,
             "connect_concurrency must be positive"
         );
-        if matches!(self.mode, Mode::Relay | Mode::Churn) {
+        if matches!(self.mode, Mode::Relay | Mode::Churn | Mode::Webhooks) {
             let load = self
                 .load
                 .as_ref()
-                .context("relay and churn scenarios need a [load] table")?;
+                .context("relay, churn and webhooks scenarios need a [load] table")?;
             match load.kind {
                 LoadKind::Open => ensure!(load.rate > 0.0, "an open-loop load needs a positive rate"),
                 LoadKind::Closed => ensure!(load.window > 0, "a closed-loop load needs a positive window"),
             }
             ensure!(load.ack_every > 0, "ack_every must be positive");
-            ensure!(self.agents > 0, "relay and churn scenarios need agents");
+            ensure!(self.agents > 0, "relay, churn and webhooks scenarios need agents");
             ensure!(
                 self.agents as u64 * u64::from(self.agent_capacity) >= self.customers as u64,
                 "agents × agent_capacity must cover every customer's conversation"
+            );
+        }
+        if self.mode == Mode::Webhooks {
+            let w = &self.webhooks;
+            let total = w.wechat + w.twilio + w.cti;
+            ensure!(total > 0, "a webhooks scenario needs a positive weight");
+            let callers = (0..self.customers as u32)
+                .filter(|i| i % total >= w.wechat + w.twilio)
+                .count() as u64;
+            let chatters = self.customers as u64 - callers;
+            let voice_agents = self.voice_agents() as u64;
+            let cap = u64::from(self.agent_capacity);
+            ensure!(
+                voice_agents * cap >= callers && (self.agents as u64 - voice_agents) * cap >= chatters,
+                "voice agents × agent_capacity must cover the callers and the other agents' seats the chats \
+                 (calls are exclusive: an agent on a call takes no chat)"
             );
         }
         if self.mode == Mode::Churn {
@@ -198,6 +266,31 @@ mod tests {
         let scenario: Scenario = toml::from_str(text)?;
         scenario.check()?;
         Ok(scenario)
+    }
+
+    #[test]
+    fn webhooks_split_agents_between_calls_and_chats() {
+        let base = r#"
+name = "w"
+mode = "webhooks"
+seed = 1
+customers = 150
+agents = 12
+agent_capacity = 16
+duration_secs = 1
+[load]
+kind = "open"
+rate = 100.0
+"#;
+        let scenario = parse(base).unwrap();
+        // 50 of 150 senders call: a third of the agents (4 × 16 seats) take calls, 8 × 16 take the 100 chats.
+        assert_eq!(scenario.voice_agents(), 4);
+        let short = base.replace("agents = 12", "agents = 10");
+        assert!(parse(&short).unwrap_err().to_string().contains("voice agents"));
+        let chats_only = format!("{base}[webhooks]\ncti = 0\n");
+        assert_eq!(parse(&chats_only).unwrap().voice_agents(), 0);
+        let no_weight = format!("{base}[webhooks]\nwechat = 0\ntwilio = 0\ncti = 0\n");
+        assert!(parse(&no_weight).unwrap_err().to_string().contains("weight"));
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Tally {
     pub max_send_lag_us: u64,
     /// Lateness of each open-loop send against its schedule, µs.
     pub send_lags: Histogram<u64>,
+    /// Webhooks: time from posting to the server's answer, of webhooks posted in the measured window, µs.
+    pub answer_latency: Histogram<u64>,
+    /// Webhooks: answers (2xx) received inside the measured window.
+    pub answered_in_window: u64,
 }
 
 impl Default for Tally {
@@ -80,6 +84,8 @@ impl Default for Tally {
             setup_failures: 0,
             max_send_lag_us: 0,
             send_lags: histogram(),
+            answer_latency: histogram(),
+            answered_in_window: 0,
         }
     }
 }
@@ -108,6 +114,8 @@ impl Tally {
         self.setup_failures += other.setup_failures;
         self.max_send_lag_us = self.max_send_lag_us.max(other.max_send_lag_us);
         let _ = self.send_lags.add(&other.send_lags);
+        let _ = self.answer_latency.add(&other.answer_latency);
+        self.answered_in_window += other.answered_in_window;
     }
 
     /// Records how late an open-loop send left.

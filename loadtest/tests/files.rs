@@ -27,7 +27,10 @@ fn committed_scenarios_parse_and_pass_their_checks() {
             "idle-10k",
             "relay-5k",
             "relay-throughput",
-            "smoke"
+            "smoke",
+            "smoke-webhooks",
+            "webhooks",
+            "webhooks-throughput"
         ]
     );
 }

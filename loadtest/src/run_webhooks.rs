@@ -1,0 +1,180 @@
+//! One run of a `webhooks` scenario: the provider sink, agents that accept and check, senders posting signed
+//! webhooks (or plain JSON against the axum baseline), and the wait until every accepted webhook reached an
+//! agent.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, Duration};
+
+use crate::clients::{self, Ctx, Phases};
+use crate::hooks::Provider;
+use crate::report::{RunResult, ServerSummary};
+use crate::run::{join_all, wait_ready};
+use crate::scenario::Scenario;
+use crate::senders;
+use crate::server::{ProcSample, Server, Target};
+use crate::sink::{self, SinkCounts};
+use crate::tally::{now_us, Tally};
+
+/// Everything a webhooks run needs from the common set-up.
+pub(crate) struct WebhookRun<'a> {
+    pub(crate) scenario: &'a Scenario,
+    pub(crate) target: Target,
+    pub(crate) server: &'a Server,
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) tokens: Vec<String>,
+    pub(crate) phases_tx: watch::Sender<Option<Phases>>,
+    pub(crate) done_tx: watch::Sender<bool>,
+    pub(crate) sink: Option<std::net::TcpListener>,
+    pub(crate) before: ProcSample,
+    pub(crate) setup_limit: Duration,
+}
+
+impl WebhookRun<'_> {
+    pub(crate) async fn drive(self) -> anyhow::Result<RunResult> {
+        let WebhookRun {
+            scenario,
+            target,
+            server,
+            ctx,
+            tokens,
+            phases_tx,
+            done_tx,
+            sink,
+            before,
+            setup_limit,
+        } = self;
+        let gateway = target == Target::Gateway;
+        let counts = Arc::new(SinkCounts::default());
+        let (stop_sink, sink_stopped) = watch::channel(false);
+        let mut background = JoinSet::new();
+        if let Some(listener) = sink {
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            background.spawn(sink::serve_sink(listener, Arc::clone(&counts), sink_stopped));
+        }
+        let mut total = Tally::default();
+        let mut agents = JoinSet::new();
+        if gateway {
+            for (i, token) in tokens.into_iter().enumerate() {
+                agents.spawn(clients::agent(Arc::clone(&ctx), i, token));
+            }
+            if !wait_ready(&ctx, scenario.agents, setup_limit).await {
+                eprintln!("omnigate-loadtest: not every agent became ready");
+            }
+        }
+        let mix = Arc::new(scenario.webhooks.clone());
+        let mut senders = JoinSet::new();
+        for i in 0..scenario.customers as u32 {
+            let provider = if gateway {
+                senders::provider_of(&mix, i)
+            } else {
+                Provider::Json
+            };
+            senders.spawn(senders::sender(Arc::clone(&ctx), Arc::clone(&mix), provider, i));
+        }
+        let setup = tokio::time::Instant::now();
+        let want = scenario.customers + if gateway { scenario.agents } else { 0 };
+        if !wait_ready(&ctx, want, setup_limit).await {
+            eprintln!(
+                "omnigate-loadtest: only {} of {want} clients ready; running with them",
+                ctx.ready.load(Ordering::Relaxed)
+            );
+        }
+        eprintln!(
+            "omnigate-loadtest: {} clients ready in {:.1} s",
+            ctx.ready.load(Ordering::Relaxed),
+            setup.elapsed().as_secs_f64()
+        );
+        let start_us = now_us() + 200_000;
+        let measure_from_us = start_us + (scenario.warmup_secs * 1e6) as u64;
+        let stop_us = measure_from_us + (scenario.duration_secs * 1e6) as u64;
+        let drain_until_us = stop_us + (scenario.drain_secs * 1e6) as u64;
+        phases_tx.send(Some(Phases {
+            start_us,
+            measure_from_us,
+            stop_us,
+            drain_until_us,
+        }))?;
+        sleep(Duration::from_micros(measure_from_us.saturating_sub(now_us()))).await;
+        let at_start = server.sample()?;
+        sleep(Duration::from_micros(stop_us.saturating_sub(now_us()))).await;
+        let at_stop = server.sample()?;
+        join_all(
+            &mut senders,
+            &mut total,
+            Duration::from_secs_f64(scenario.drain_secs + 15.0),
+        )
+        .await;
+        if gateway {
+            // Every webhook answered 2xx must reach an agent; wait for the stragglers up to the drain limit.
+            while ctx.received_total.load(Ordering::Relaxed) < total.sent && now_us() < drain_until_us {
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+        done_tx.send(true)?;
+        join_all(&mut agents, &mut total, Duration::from_secs(15)).await;
+        if gateway {
+            // Accepted webhooks that no agent saw (the agents count each message once, first copies only).
+            total.lost += total.sent.saturating_sub(total.received);
+        }
+        let metrics = match server.admin {
+            Some(admin) => crate::http::scrape(admin).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        stop_sink.send(true)?;
+        while let Some(joined) = background.join_next().await {
+            if !matches!(joined, Ok(Ok(()))) {
+                total.error("provider_sink_failed");
+            }
+        }
+        let unexpected = counts.unexpected.load(Ordering::Relaxed);
+        if unexpected > 0 {
+            *total
+                .errors
+                .entry("provider_sink_unexpected_requests".to_owned())
+                .or_default() += unexpected;
+        }
+        let after = server.sample()?;
+        let answered = total.answered_in_window;
+        let cpu = at_stop.cpu_secs - at_start.cpu_secs;
+        let window = scenario.duration_secs;
+        let server_summary = ServerSummary {
+            cpu_secs_in_window: cpu,
+            cpu_utilization: cpu / window,
+            cpu_us_per_message: if answered > 0 {
+                cpu * 1e6 / answered as f64
+            } else {
+                0.0
+            },
+            rss_before_bytes: before.rss_bytes,
+            rss_after_bytes: after.rss_bytes.max(at_stop.rss_bytes),
+            rss_per_connection_bytes: 0.0,
+            connections: want,
+            clean_exit: true,
+            preempted_in_window: at_stop.preempted.saturating_sub(at_start.preempted),
+            load_average: at_stop.load_average,
+        };
+        let mut result = RunResult::new(
+            scenario,
+            target,
+            &total,
+            answered as f64 / window,
+            server_summary,
+            metrics,
+        );
+        result.delivered = answered;
+        result.provider_callbacks =
+            counts.tokens.load(Ordering::Relaxed) + counts.connects.load(Ordering::Relaxed);
+        if answered == 0 {
+            result
+                .violations
+                .push("no webhook was answered in the measured window".to_owned());
+            result.passed = false;
+        }
+        Ok(result)
+    }
+}
