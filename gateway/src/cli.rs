@@ -9,10 +9,10 @@ pub enum Command {
     Run,
     /// Load and validate the configuration, then exit.
     CheckConfig,
-    /// Print a token for an agent.
+    /// Print a token for each agent, one per line in the order given.
     Token {
-        /// The agent id.
-        agent: String,
+        /// The agent ids (`--agent` may be repeated).
+        agents: Vec<String>,
     },
 }
 
@@ -26,11 +26,11 @@ pub struct Cli {
 }
 
 /// The usage text.
-pub const USAGE: &str = "usage: omnigate [--config PATH] [--check-config | token --agent ID]
+pub const USAGE: &str = "usage: omnigate [--config PATH] [--check-config | token --agent ID [--agent ID ...]]
   (no arguments)      run the gateway with config/omnigate.toml (or the built-in demo configuration)
   --config PATH       read this TOML file; OMNIGATE_* environment variables override it
   --check-config      validate the configuration, report every problem, and exit
-  token --agent ID    print a signed token for agent ID";
+  token --agent ID    print a signed token for agent ID (repeat --agent for several: one token per line)";
 
 /// Why the arguments were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,12 +56,15 @@ impl Cli {
                 }
                 "--check-config" => command = Command::CheckConfig,
                 "token" => {
-                    let flag = args.next();
-                    let agent = args.next();
-                    match (flag.as_deref(), agent) {
-                        (Some("--agent"), Some(agent)) => command = Command::Token { agent },
-                        _ => return Err(UsageError("token needs --agent ID".into())),
+                    let mut agents = Vec::new();
+                    loop {
+                        match (args.next().as_deref(), args.next()) {
+                            (Some("--agent"), Some(agent)) => agents.push(agent),
+                            (None, None) if !agents.is_empty() => break,
+                            _ => return Err(UsageError("token needs --agent ID".into())),
+                        }
                     }
+                    command = Command::Token { agents };
                 }
                 "-h" | "--help" => return Err(UsageError("help".into())),
                 other => return Err(UsageError(format!("unknown argument {other:?}"))),
@@ -92,9 +95,21 @@ mod tests {
         assert_eq!(parse(&["--check-config"]).unwrap().command, Command::CheckConfig);
         assert_eq!(
             parse(&["token", "--agent", "lin"]).unwrap().command,
-            Command::Token { agent: "lin".into() }
+            Command::Token {
+                agents: vec!["lin".into()]
+            }
+        );
+        assert_eq!(
+            parse(&["token", "--agent", "lin", "--agent", "mei"])
+                .unwrap()
+                .command,
+            Command::Token {
+                agents: vec!["lin".into(), "mei".into()]
+            }
         );
         assert!(parse(&["token", "lin"]).is_err());
+        assert!(parse(&["token"]).is_err());
+        assert!(parse(&["token", "--agent", "lin", "--agent"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
     }
 }

@@ -30,4 +30,4 @@ pub mod store;
 pub mod telemetry;
 pub mod ws;
 
-pub use startup::{mint_agent_token, Gateway};
+pub use startup::{mint_agent_token, mint_agent_tokens, Gateway};

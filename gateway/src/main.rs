@@ -3,9 +3,8 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use omnigate_gateway::auth::TokenAuthority;
 use omnigate_gateway::cli::{Cli, Command};
-use omnigate_gateway::{mint_agent_token, shutdown, telemetry, Gateway};
+use omnigate_gateway::{mint_agent_tokens, shutdown, telemetry, Gateway};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,16 +23,10 @@ async fn run() -> anyhow::Result<()> {
     let config = omnigate_config::load(cli.config.as_deref(), &env)?;
     match cli.command {
         Command::CheckConfig => println!("configuration is valid"),
-        Command::Token { agent } => {
-            anyhow::ensure!(
-                config.agents.iter().any(|a| a.id == agent),
-                "no agent {agent:?} in the configuration"
-            );
-            let tokens = TokenAuthority::new(&config.auth.jwt_secret);
-            println!(
-                "{}",
-                mint_agent_token(&tokens, &agent, config.auth.agent_token_ttl_secs)
-            );
+        Command::Token { agents } => {
+            for token in mint_agent_tokens(&config, &agents)? {
+                println!("{token}");
+            }
         }
         Command::Run => {
             telemetry::init_logging(&config);

@@ -230,3 +230,22 @@ pub fn mint_agent_token(tokens: &TokenAuthority, agent: &str, ttl_secs: u64) -> 
         exp: now + ttl_secs,
     })
 }
+
+/// Tokens for configured agents, in the order asked (the `omnigate token` command).
+///
+/// # Errors
+/// When an id is not a configured agent.
+pub fn mint_agent_tokens(config: &omnigate_config::Config, agents: &[String]) -> anyhow::Result<Vec<String>> {
+    let known: std::collections::HashSet<&str> = config.agents.iter().map(|a| a.id.as_str()).collect();
+    let tokens = TokenAuthority::new(&config.auth.jwt_secret);
+    agents
+        .iter()
+        .map(|agent| {
+            anyhow::ensure!(
+                known.contains(agent.as_str()),
+                "no agent {agent:?} in the configuration"
+            );
+            Ok(mint_agent_token(&tokens, agent, config.auth.agent_token_ttl_secs))
+        })
+        .collect()
+}

@@ -123,31 +123,13 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     Ok(result)
 }
 
-/// Agent tokens from the gateway binary, four `omnigate token` processes at a time.
+/// Agent tokens from the gateway binary, up to 1,000 agents per `omnigate token` process.
 fn mint_tokens(server: &Server, agents: usize) -> anyhow::Result<Vec<String>> {
     let ids: Vec<String> = (0..agents).map(server::agent_id).collect();
-    let mut tokens = vec![String::new(); agents];
-    let chunk = agents.div_ceil(4).max(1);
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let handles: Vec<_> = ids
-            .chunks(chunk)
-            .zip(tokens.chunks_mut(chunk))
-            .map(|(ids, out)| {
-                scope.spawn(move || -> anyhow::Result<()> {
-                    for (id, slot) in ids.iter().zip(out.iter_mut()) {
-                        *slot = server.agent_token(id)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("token thread panicked"))??;
-        }
-        Ok(())
-    })?;
+    let mut tokens = Vec::with_capacity(agents);
+    for chunk in ids.chunks(1_000) {
+        tokens.extend(server.agent_tokens(chunk)?);
+    }
     Ok(tokens)
 }
 

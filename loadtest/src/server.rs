@@ -316,23 +316,35 @@ impl Server {
         sample(self.pid())
     }
 
-    /// Mints a token for agent `id` with `omnigate --config … token --agent ID`.
+    /// Mints tokens for agents `ids` with one `omnigate --config … token --agent ID …` process.
     ///
     /// # Errors
-    /// When the command fails.
-    pub fn agent_token(&self, id: &str) -> anyhow::Result<String> {
+    /// When the command fails or prints another number of tokens.
+    pub fn agent_tokens(&self, ids: &[String]) -> anyhow::Result<Vec<String>> {
         let config = self.config.as_ref().context("only the gateway mints tokens")?;
-        let output = Command::new(&self.binary)
-            .arg("--config")
-            .arg(config)
-            .args(["token", "--agent", id])
-            .output()?;
+        let mut command = Command::new(&self.binary);
+        command.arg("--config").arg(config).arg("token");
+        for id in ids {
+            command.args(["--agent", id]);
+        }
+        let output = command.output()?;
         ensure!(
             output.status.success(),
-            "token for {id}: {}",
+            "tokens for {} agents: {}",
+            ids.len(),
             String::from_utf8_lossy(&output.stderr)
         );
-        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+        let tokens: Vec<String> = String::from_utf8(output.stdout)?
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        ensure!(
+            tokens.len() == ids.len(),
+            "asked for {} tokens, got {}",
+            ids.len(),
+            tokens.len()
+        );
+        Ok(tokens)
     }
 
     /// SIGTERM, then up to 15 s for a graceful exit, then SIGKILL. Returns whether it exited cleanly.
