@@ -58,7 +58,10 @@ pub(super) async fn create_app_session(
     };
     let now_ms = unix_ms();
     let limit = state.settings.limits.sessions_per_widget_key_per_minute;
-    if !state.session_rate.allow(&request.app_id, now_ms, limit) {
+    if !state
+        .session_rate
+        .allow(&format!("app:{}", request.app_id), now_ms, limit)
+    {
         metrics::input_rejected("session_rate");
         return Err(ApiError::RateLimited(format!(
             "more than {limit} sessions per minute for this app"

@@ -339,3 +339,32 @@ async fn a_message_acked_in_time_is_not_pushed() {
     assert_eq!(pushes[0]["seq"], second["seq"], "only the unacked message: {pushes:?}");
     assert_eq!(pushes[0]["badge"], 1);
 }
+
+#[tokio::test]
+async fn a_customer_without_a_registered_device_gets_no_push() {
+    let push = FakePush::start().await;
+    let gateway = gateway(Some(&push)).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let (mut bare, _) = app_customer(&gateway, "cust-no-device").await;
+    let ack = bare.say(None, "m1", "hello").await;
+    let bare_conversation = ack["conversation_id"].as_str().unwrap().to_owned();
+    assert_eq!(lin.take_next().await, bare_conversation);
+    let (with_device, _, conversation) = customer_with_device(&gateway, &mut lin, "cust-has-device").await;
+    bare.ws.close().await;
+    with_device.ws.close().await;
+    lin.set_presence("available").await;
+
+    // The reply to the customer without a device comes first; only the other one is pushed.
+    lin.say(&bare_conversation, "a1", "no device here").await;
+    lin.say(&conversation, "a1", "this one buzzes").await;
+    let pushes = wait_for_pushes(&push, 1).await;
+    assert_eq!(pushes[0]["conversation_id"], conversation.as_str());
+    assert_eventually!(
+        http_request(gateway.admin, "GET", "/metrics", &[], b"")
+            .await
+            .body
+            .contains("omnigate_push_requests_total{outcome=\"no_device\"}"),
+        "the skipped push is counted"
+    );
+    assert_eq!(push.pushes().await.len(), 1);
+}
