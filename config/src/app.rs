@@ -112,7 +112,9 @@ pub(crate) fn check(apps: &[App], push: Option<&Push>, problem: &mut impl FnMut(
     for app in apps {
         let name = format!("channels.app {:?}", app.app_id);
         if !valid_app_id(&app.app_id) {
-            problem(format!("{name}: app_id must be 1..=64 characters of [A-Za-z0-9_-]"));
+            problem(format!(
+                "{name}: app_id must be 1..=64 characters of [A-Za-z0-9_-]"
+            ));
         }
         if !ids.insert(app.app_id.as_str()) {
             problem(format!("{name}: app_id is used twice"));
@@ -120,7 +122,10 @@ pub(crate) fn check(apps: &[App], push: Option<&Push>, problem: &mut impl FnMut(
         if app.app_key.expose_secret().len() < 16 {
             problem(format!("{name}: app_key must be at least 16 characters"));
         }
-        let hs256 = app.identity_hs256_secret.as_ref().map(|s| s.expose_secret().len());
+        let hs256 = app
+            .identity_hs256_secret
+            .as_ref()
+            .map(|s| s.expose_secret().len());
         let rs256 = app.identity_rs256_public_key_pem.as_deref();
         if hs256.is_none() && rs256.is_none() {
             problem(format!(
@@ -131,10 +136,14 @@ pub(crate) fn check(apps: &[App], push: Option<&Push>, problem: &mut impl FnMut(
             problem(format!("{name}: identity_hs256_secret must be at least 32 bytes"));
         }
         if rs256.is_some_and(|pem| !pem.trim_start().starts_with("-----BEGIN ")) {
-            problem(format!("{name}: identity_rs256_public_key_pem must be a PEM public key"));
+            problem(format!(
+                "{name}: identity_rs256_public_key_pem must be a PEM public key"
+            ));
         }
         if app.identity_issuer.is_empty() || app.identity_audience.is_empty() {
-            problem(format!("{name}: identity_issuer and identity_audience must be set"));
+            problem(format!(
+                "{name}: identity_issuer and identity_audience must be set"
+            ));
         }
         if app.identity_max_age_secs == 0 {
             problem(format!("{name}: identity_max_age_secs must be positive"));

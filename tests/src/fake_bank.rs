@@ -48,7 +48,8 @@ fn now_secs() -> u64 {
 /// Valid claims for `sub`, issued now, expiring in 5 minutes; `extra` overrides or adds claims.
 pub fn identity_claims(sub: &str, extra: Value) -> Value {
     let now = now_secs();
-    let mut claims = json!({"sub": sub, "iss": BANK_ISSUER, "aud": BANK_AUDIENCE, "iat": now, "exp": now + 300});
+    let mut claims =
+        json!({"sub": sub, "iss": BANK_ISSUER, "aud": BANK_AUDIENCE, "iat": now, "exp": now + 300});
     if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
         for (k, v) in extra {
             claims.insert(k.clone(), v.clone());
@@ -74,7 +75,12 @@ pub fn identity_token_rs256(claims: &Value) -> String {
 }
 
 /// `POST /chat/v1/sessions` in the app form.
-pub async fn app_session(gateway: &TestGateway, app_id: &str, app_key: &str, identity_token: &str) -> HttpResponse {
+pub async fn app_session(
+    gateway: &TestGateway,
+    app_id: &str,
+    app_key: &str,
+    identity_token: &str,
+) -> HttpResponse {
     let body = json!({"app_id": app_id, "app_key": app_key, "identity_token": identity_token});
     http_request(
         gateway.public,
@@ -98,7 +104,12 @@ pub async fn app_customer(gateway: &TestGateway, sub: &str) -> (Customer, String
 }
 
 /// `POST` (or `DELETE`) `/chat/v1/devices` with `token` as bearer (none when empty).
-pub async fn devices_request(gateway: &TestGateway, method: &str, bearer: &str, body: &Value) -> HttpResponse {
+pub async fn devices_request(
+    gateway: &TestGateway,
+    method: &str,
+    bearer: &str,
+    body: &Value,
+) -> HttpResponse {
     let auth = format!("Bearer {bearer}");
     let mut headers = vec![("content-type", "application/json")];
     if !bearer.is_empty() {

@@ -33,8 +33,8 @@ pub use fake_bank::{
     app_config, app_customer, app_session, devices_request, identity_claims, identity_token_hs256,
     identity_token_rs256, APP_ID, APP_KEY, BANK_AUDIENCE, BANK_ISSUER, BANK_RS256_PUBLIC, BANK_SECRET,
 };
-pub use fake_push::{FakePush, PUSH_SECRET};
 pub use fake_cti::{cti_event, post_cti_event, FakeCtiReceiver, CTI_SECRET, CTI_TENANT};
+pub use fake_push::{FakePush, PUSH_SECRET};
 pub use fake_twilio::{
     twilio_webhook, FakeTwilio, TwilioScript, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_NUMBER,
 };

@@ -117,9 +117,7 @@ pub fn is_e164(raw: &str) -> bool {
     let Some(digits) = raw.strip_prefix('+') else {
         return false;
     };
-    (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
+    (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
 }
 
 impl IdentityVerifier {
@@ -192,7 +190,8 @@ impl IdentityVerifier {
             return Err(IdentityError::NotYetValid);
         }
         let iat = claims.iat.ok_or(IdentityError::Claim("iat is required"))?;
-        if iat > now.saturating_add(leeway) || now.saturating_sub(iat) > self.max_age_secs.saturating_add(leeway)
+        if iat > now.saturating_add(leeway)
+            || now.saturating_sub(iat) > self.max_age_secs.saturating_add(leeway)
         {
             return Err(IdentityError::TooOld(self.max_age_secs));
         }
@@ -209,7 +208,11 @@ impl IdentityVerifier {
                 value: phone,
                 verified: true,
             }),
-            Some(_) => return Err(IdentityError::Claim("phone must be an E.164 number (+8613800138000)")),
+            Some(_) => {
+                return Err(IdentityError::Claim(
+                    "phone must be an E.164 number (+8613800138000)",
+                ))
+            }
         };
         Ok(VerifiedIdentity {
             app_user: Identity {
@@ -286,12 +289,18 @@ mod tests {
             verify(&c)
         };
         assert_eq!(with("aud", json!("other")), Err(IdentityError::WrongAudience));
-        assert_eq!(with("iss", json!("https://evil.example")), Err(IdentityError::WrongIssuer));
+        assert_eq!(
+            with("iss", json!("https://evil.example")),
+            Err(IdentityError::WrongIssuer)
+        );
         assert_eq!(with("exp", json!(NOW - 31)), Err(IdentityError::Expired));
         assert!(with("exp", json!(NOW - 29)).is_ok(), "within the leeway");
         assert_eq!(with("iat", json!(NOW - 400)), Err(IdentityError::TooOld(300)));
         assert_eq!(with("nbf", json!(NOW + 100)), Err(IdentityError::NotYetValid));
-        assert!(matches!(with("phone", json!("13800138000")), Err(IdentityError::Claim(_))));
+        assert!(matches!(
+            with("phone", json!("13800138000")),
+            Err(IdentityError::Claim(_))
+        ));
         assert!(matches!(with("sub", json!("")), Err(IdentityError::Claim(_))));
         let mut no_aud = claims();
         no_aud.as_object_mut().unwrap().remove("aud");
@@ -301,21 +310,28 @@ mod tests {
             verifier.verify(&sign(&claims(), "another-secret-0123456789abcdefgh"), NOW),
             Err(IdentityError::BadSignature)
         );
-        assert!(matches!(verifier.verify("nope", NOW), Err(IdentityError::Malformed(_))));
+        assert!(matches!(
+            verifier.verify("nope", NOW),
+            Err(IdentityError::Malformed(_))
+        ));
     }
 
     #[test]
     fn rs256_tokens_verify_with_the_public_key_and_hs256_is_refused_without_a_secret() {
         let mut config = app();
         config.identity_hs256_secret = None;
-        config.identity_rs256_public_key_pem = Some(include_str!("testdata/bank_rs256_public.pem").to_owned());
+        config.identity_rs256_public_key_pem =
+            Some(include_str!("testdata/bank_rs256_public.pem").to_owned());
         let verifier = IdentityVerifier::from_config(&config).unwrap();
         let private = EncodingKey::from_rsa_pem(include_bytes!("testdata/bank_rs256_private.pem")).unwrap();
         let token = encode(&Header::new(Algorithm::RS256), &claims(), &private).unwrap();
         assert_eq!(verifier.verify(&token, NOW).unwrap().app_user.value, "cust-42");
         // An HS256 token (e.g. signed with the public key as secret, the classic confusion) is refused.
         let confused = sign(&claims(), include_str!("testdata/bank_rs256_public.pem"));
-        assert!(matches!(verifier.verify(&confused, NOW), Err(IdentityError::Algorithm(_))));
+        assert!(matches!(
+            verifier.verify(&confused, NOW),
+            Err(IdentityError::Algorithm(_))
+        ));
         config.identity_rs256_public_key_pem = Some("-----BEGIN PUBLIC KEY-----\nnope\n".to_owned());
         assert!(IdentityVerifier::from_config(&config).is_err());
     }

@@ -129,11 +129,14 @@ impl Tracker {
                 preview,
                 live,
             } => {
-                let entry = self.pending.entry(conversation.clone()).or_insert_with(|| Pending {
-                    customer,
-                    acked: 0,
-                    unacked: BTreeMap::new(),
-                });
+                let entry = self
+                    .pending
+                    .entry(conversation.clone())
+                    .or_insert_with(|| Pending {
+                        customer,
+                        acked: 0,
+                        unacked: BTreeMap::new(),
+                    });
                 if seq <= entry.acked || entry.unacked.contains_key(&seq) {
                     return None;
                 }
@@ -306,7 +309,12 @@ async fn deliver(sender: &Sender, request: PushRequest) {
     let id = format!("push_{}", uuid::Uuid::new_v4().simple());
     let payload = body(&request, &id, &devices, sender.include_preview);
     for attempt in 1..=sender.retry.max_attempts {
-        let headers = sign_headers(&sender.secrets, &id, (unix_ms() / 1000) as i64, payload.as_bytes());
+        let headers = sign_headers(
+            &sender.secrets,
+            &id,
+            (unix_ms() / 1000) as i64,
+            payload.as_bytes(),
+        );
         let mut post = sender
             .client
             .post(&sender.url)
@@ -325,7 +333,11 @@ async fn deliver(sender: &Sender, request: PushRequest) {
                 }
                 if !(status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429) {
                     metrics::push_request("failed");
-                    tracing::error!(conversation_id, status = status.as_u16(), "push service refused the request");
+                    tracing::error!(
+                        conversation_id,
+                        status = status.as_u16(),
+                        "push service refused the request"
+                    );
                     return;
                 }
                 format!("http {status}")

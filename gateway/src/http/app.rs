@@ -139,7 +139,8 @@ fn parse_device(body: &[u8], session_app: &str) -> Result<Device, ApiError> {
         ))
     })?;
     let token = request.token.trim();
-    if token.is_empty() || token.len() > MAX_DEVICE_TOKEN || token.chars().any(|c| c.is_control() || c == ' ') {
+    if token.is_empty() || token.len() > MAX_DEVICE_TOKEN || token.chars().any(|c| c.is_control() || c == ' ')
+    {
         return Err(ApiError::BadRequest(format!(
             "token must be 1..={MAX_DEVICE_TOKEN} characters without spaces"
         )));

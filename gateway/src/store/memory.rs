@@ -4,11 +4,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use tokio::sync::Mutex;
 use omnigate_connectors::model::{ConversationId, CustomerId, Identity, IdentityKind};
+use tokio::sync::Mutex;
 
-use super::{Device, PushPlatform};
 use super::{Appended, ContextStore, ConversationRecord, EventPage, NewEvent, StoreError, StoredEvent, View};
+use super::{Device, PushPlatform};
 
 /// In-memory [`ContextStore`].
 #[derive(Debug, Default)]

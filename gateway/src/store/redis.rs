@@ -15,11 +15,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script};
 use serde::Serialize;
 
-use super::{Device, PushPlatform};
 use super::{
     Actor, Appended, ContextStore, ConversationRecord, EventKind, EventPage, NewEvent, StoreError,
     StoredEvent, View,
 };
+use super::{Device, PushPlatform};
 
 /// Marks errors the scripts raise on data they cannot make sense of (reported as [`StoreError::Corrupt`]).
 const CORRUPT_MARKER: &str = "OGCORRUPT";
@@ -492,7 +492,8 @@ impl ContextStore for RedisStore {
         let mut devices = raw
             .iter()
             .map(|json| {
-                serde_json::from_str(json).map_err(|error| StoreError::Corrupt(format!("stored device: {error}")))
+                serde_json::from_str(json)
+                    .map_err(|error| StoreError::Corrupt(format!("stored device: {error}")))
             })
             .collect::<Result<Vec<Device>, _>>()?;
         devices.sort();

@@ -302,23 +302,33 @@ async fn devices_register_idempotently_move_and_unregister(store: &dyn ContextSt
     assert_eq!(store.devices(&alice).await.unwrap(), both);
 
     store.register_device(&bob, &phone).await.unwrap();
-    assert_eq!(store.devices(&alice).await.unwrap(), vec![tablet.clone()], "moved away");
+    assert_eq!(
+        store.devices(&alice).await.unwrap(),
+        vec![tablet.clone()],
+        "moved away"
+    );
     let mut bobs = vec![phone.clone(), same_token_hms];
     bobs.sort();
     assert_eq!(store.devices(&bob).await.unwrap(), bobs);
 
-    assert!(!store
-        .unregister_device(&alice, PushPlatform::Apns, &token)
-        .await
-        .unwrap(), "not alice's any more");
+    assert!(
+        !store
+            .unregister_device(&alice, PushPlatform::Apns, &token)
+            .await
+            .unwrap(),
+        "not alice's any more"
+    );
     assert!(store
         .unregister_device(&bob, PushPlatform::Apns, &token)
         .await
         .unwrap());
-    assert!(!store
-        .unregister_device(&bob, PushPlatform::Apns, &token)
-        .await
-        .unwrap(), "already gone");
+    assert!(
+        !store
+            .unregister_device(&bob, PushPlatform::Apns, &token)
+            .await
+            .unwrap(),
+        "already gone"
+    );
     assert_eq!(store.devices(&bob).await.unwrap().len(), 1);
     // A device re-registered after removal is back.
     store.register_device(&alice, &phone).await.unwrap();

@@ -53,7 +53,11 @@ async fn the_same_bank_user_is_the_same_customer_across_sessions_and_key_types()
     let rs = identity_token_rs256(&identity_claims("cust-1001", json!({})));
     let (_, third) = session_token(&app_session(&gateway, APP_ID, APP_KEY, &rs).await);
     assert!(first.starts_with("u_"), "{first}");
-    assert_eq!((&first, &first), (&second, &third), "one customer per bank user id");
+    assert_eq!(
+        (&first, &first),
+        (&second, &third),
+        "one customer per bank user id"
+    );
     let other = identity_token_hs256(&identity_claims("cust-2002", json!({})), BANK_SECRET);
     let (_, different) = session_token(&app_session(&gateway, APP_ID, APP_KEY, &other).await);
     assert_ne!(first, different);
@@ -69,7 +73,12 @@ async fn bad_app_credentials_and_bad_identity_tokens_get_401_with_a_reason() {
     let gateway = gateway(None).await;
     let good = identity_token_hs256(&identity_claims("cust-1", json!({})), BANK_SECRET);
     let cases: Vec<(&str, String, String, &str)> = vec![
-        ("unknown app", "other-app".into(), good.clone(), "unknown app or wrong app_key"),
+        (
+            "unknown app",
+            "other-app".into(),
+            good.clone(),
+            "unknown app or wrong app_key",
+        ),
         (
             "wrong key",
             APP_ID.into(),
@@ -97,7 +106,10 @@ async fn bad_app_credentials_and_bad_identity_tokens_get_401_with_a_reason() {
         (
             "wrong audience",
             APP_ID.into(),
-            identity_token_hs256(&identity_claims("cust-1", json!({"aud": "someone-else"})), BANK_SECRET),
+            identity_token_hs256(
+                &identity_claims("cust-1", json!({"aud": "someone-else"})),
+                BANK_SECRET,
+            ),
             "audience is wrong",
         ),
         (
@@ -109,7 +121,10 @@ async fn bad_app_credentials_and_bad_identity_tokens_get_401_with_a_reason() {
         (
             "phone not E.164",
             APP_ID.into(),
-            identity_token_hs256(&identity_claims("cust-1", json!({"phone": "138 0013 8000"})), BANK_SECRET),
+            identity_token_hs256(
+                &identity_claims("cust-1", json!({"phone": "138 0013 8000"})),
+                BANK_SECRET,
+            ),
             "phone must be an E.164",
         ),
         ("not a jwt", APP_ID.into(), "garbage".into(), "malformed"),
@@ -127,14 +142,19 @@ async fn bad_app_credentials_and_bad_identity_tokens_get_401_with_a_reason() {
             .unwrap_or_default()
             .to_owned();
         assert!(message.contains(reason), "{what}: {message}");
-        assert!(response.header("x-request-id").is_some(), "{what}: a request id to find the log line");
+        assert!(
+            response.header("x-request-id").is_some(),
+            "{what}: a request id to find the log line"
+        );
     }
     let missing = http_request(
         gateway.public,
         "POST",
         "/chat/v1/sessions",
         &[("content-type", "application/json")],
-        json!({"app_id": APP_ID, "app_key": APP_KEY}).to_string().as_bytes(),
+        json!({"app_id": APP_ID, "app_key": APP_KEY})
+            .to_string()
+            .as_bytes(),
     )
     .await;
     assert_eq!(missing.status, 400, "{}", missing.body);
@@ -206,19 +226,37 @@ async fn device_registration_checks_its_input_and_is_idempotent() {
 
     assert_eq!(devices_request(&gateway, "POST", "", &device).await.status, 401);
     assert_eq!(
-        devices_request(&gateway, "POST", "not.a.token", &device).await.status,
+        devices_request(&gateway, "POST", "not.a.token", &device)
+            .await
+            .status,
         401
     );
     let web = Customer::start(&gateway).await;
     let from_web = devices_request(&gateway, "POST", &web.token, &device).await;
-    assert_eq!(from_web.status, 401, "a web session has no app: {}", from_web.body);
+    assert_eq!(
+        from_web.status, 401,
+        "a web session has no app: {}",
+        from_web.body
+    );
 
     for (what, body) in [
-        ("bad platform", json!({"platform": "blackberry", "token": "x", "app_id": APP_ID})),
-        ("empty token", json!({"platform": "fcm", "token": "  ", "app_id": APP_ID})),
-        ("other app", json!({"platform": "fcm", "token": "t", "app_id": "other-app"})),
+        (
+            "bad platform",
+            json!({"platform": "blackberry", "token": "x", "app_id": APP_ID}),
+        ),
+        (
+            "empty token",
+            json!({"platform": "fcm", "token": "  ", "app_id": APP_ID}),
+        ),
+        (
+            "other app",
+            json!({"platform": "fcm", "token": "t", "app_id": "other-app"}),
+        ),
         ("not json", json!("platform=fcm")),
-        ("unknown field", json!({"platform": "fcm", "token": "t", "surprise": 1})),
+        (
+            "unknown field",
+            json!({"platform": "fcm", "token": "t", "surprise": 1}),
+        ),
     ] {
         let response = devices_request(&gateway, "POST", &token, &body).await;
         assert_eq!(response.status, 400, "{what}: {}", response.body);
@@ -237,7 +275,11 @@ async fn device_registration_checks_its_input_and_is_idempotent() {
 }
 
 /// An app customer with a registered device and a conversation `lin` has accepted.
-async fn customer_with_device(gateway: &TestGateway, lin: &mut Agent, sub: &str) -> (Customer, String, String) {
+async fn customer_with_device(
+    gateway: &TestGateway,
+    lin: &mut Agent,
+    sub: &str,
+) -> (Customer, String, String) {
     let (mut customer, customer_id) = app_customer(gateway, sub).await;
     let device = json!({"platform": "fcm", "token": format!("fcm-token-{sub}"), "app_id": APP_ID});
     let registered = devices_request(gateway, "POST", &customer.token, &device).await;
@@ -290,7 +332,10 @@ async fn a_reply_to_a_customer_whose_socket_is_gone_is_pushed_once_signed_and_re
         .find(|e| e["message"]["content"]["text"] == "your new card is on its way")
         .map(|e| e["seq"].clone())
         .expect("the reply is in the customer's log");
-    assert_eq!(first["seq"], seq, "the push names the customer's seq to resume from");
+    assert_eq!(
+        first["seq"], seq,
+        "the push names the customer's seq to resume from"
+    );
 
     // The next reply is one more push, with the unread count; the first was not repeated.
     lin.say(&conversation, "a2", "anything else?").await;
@@ -329,14 +374,20 @@ async fn a_message_acked_in_time_is_not_pushed() {
     let first = customer.next_message().await;
     customer
         .ws
-        .send_op("ack", json!({"conversation_id": conversation, "seq": first["seq"]}))
+        .send_op(
+            "ack",
+            json!({"conversation_id": conversation, "seq": first["seq"]}),
+        )
         .await;
     // The second message is left unacked: its push comes after the first one's deadline, so a push for the
     // first would have arrived before it.
     lin.say(&conversation, "a2", "second").await;
     let second = customer.next_message().await;
     let pushes = wait_for_pushes(&push, 1).await;
-    assert_eq!(pushes[0]["seq"], second["seq"], "only the unacked message: {pushes:?}");
+    assert_eq!(
+        pushes[0]["seq"], second["seq"],
+        "only the unacked message: {pushes:?}"
+    );
     assert_eq!(pushes[0]["badge"], 1);
 }
 
