@@ -302,6 +302,12 @@ mod tests {
             Err(IdentityError::Claim(_))
         ));
         assert!(matches!(with("sub", json!("")), Err(IdentityError::Claim(_))));
+        let mut no_iss = claims();
+        no_iss.as_object_mut().unwrap().remove("iss");
+        assert_eq!(verify(&no_iss), Err(IdentityError::WrongIssuer));
+        let mut no_iat = claims();
+        no_iat.as_object_mut().unwrap().remove("iat");
+        assert_eq!(verify(&no_iat), Err(IdentityError::Claim("iat is required")));
         let mut no_aud = claims();
         no_aud.as_object_mut().unwrap().remove("aud");
         assert_eq!(verify(&no_aud), Err(IdentityError::WrongAudience));

@@ -51,9 +51,11 @@ pub(super) async fn create_app_session(
     headers: &HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let request_id = request_id(headers);
+    // The app id is the caller's text: logged at most 64 characters long.
+    let logged_app: String = request.app_id.chars().take(64).collect();
     let Some(app) = state.apps.authenticate(&request.app_id, &request.app_key) else {
         metrics::input_rejected("unknown_app");
-        tracing::warn!(request_id, app_id = %request.app_id, "app session refused: unknown app or wrong app_key");
+        tracing::warn!(request_id, app_id = %logged_app, "app session refused: unknown app or wrong app_key");
         return Err(ApiError::Unauthorized("unknown app or wrong app_key".to_owned()));
     };
     let now_ms = unix_ms();
@@ -73,7 +75,7 @@ pub(super) async fn create_app_session(
         .verify(&request.identity_token, now)
         .map_err(|error| {
             metrics::input_rejected(error.label());
-            tracing::warn!(request_id, app_id = %request.app_id, %error, "app session refused: identity token");
+            tracing::warn!(request_id, app_id = %logged_app, %error, "app session refused: identity token");
             ApiError::Unauthorized(error.to_string())
         })?;
     let customer = resolve_app_customer(&*state.store, &identity).await?;
@@ -94,7 +96,7 @@ pub(super) async fn create_app_session(
         .into_iter()
         .map(|c| json!({"id": c.id, "last_seq": c.last_seq, "status": c.status}))
         .collect();
-    tracing::info!(request_id, app_id = %request.app_id, customer_id = %customer, "app session opened");
+    tracing::info!(request_id, app_id = %logged_app, customer_id = %customer, "app session opened");
     Ok(Json(json!({
         "token": token,
         "expires_at": rfc3339(exp * 1000),
