@@ -9,6 +9,8 @@ use std::net::IpAddr;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::app::{App, Push};
+
 /// Every channel connector the gateway mounts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,6 +26,10 @@ pub struct Channels {
     pub sms_uplinks: Vec<SmsUplink>,
     /// The signed CTI webhook (`POST /channels/cti/v1/events`) and the outbound "connect agent" webhook.
     pub cti: Option<Cti>,
+    /// Mobile apps opening chat sessions with app credentials and a signed end-user identity.
+    pub app: Vec<App>,
+    /// The push webhook for app customers who are not connected or did not ack in time.
+    pub push: Option<Push>,
     /// Retries, backoff and dead-lettering of agents' replies.
     pub outbox: Outbox,
     /// How long an inbound webhook may wait for its message to be in the conversation log before answering
@@ -39,6 +45,8 @@ impl Default for Channels {
             wecom: Vec::new(),
             sms_uplinks: Vec::new(),
             cti: None,
+            app: Vec::new(),
+            push: None,
             outbox: Outbox::default(),
             ingest_deadline_ms: 4_000,
         }
@@ -408,6 +416,7 @@ impl Channels {
                 problem("channels.cti: reorder_gap_ms and max_body_bytes must be positive".to_owned());
             }
         }
+        crate::app::check(&self.app, self.push.as_ref(), problem);
         let o = &self.outbox;
         if o.max_attempts == 0 || o.retry_base_ms == 0 || o.request_timeout_ms == 0 {
             problem(

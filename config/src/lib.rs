@@ -10,11 +10,13 @@
 //! Layout:
 //! - `model.rs`: the `Config` tree and its defaults
 //! - `channels.rs`: channel connectors and the outbox
+//! - `app.rs`: the mobile app channel and its push webhook
 //! - `routing.rs`: queues, skills and routing policy (consumed by `omnigate-router`)
 //! - `load.rs`: layering of file and environment
 //! - `validate.rs`: whole-tree checks
 //! - `error.rs`: `ConfigError`
 
+mod app;
 mod channels;
 mod error;
 mod load;
@@ -23,6 +25,7 @@ mod routing;
 mod validate;
 pub use validate::CHANNELS;
 
+pub use app::{App, Push};
 pub use channels::{
     Channels, Cti, Outbox, SmsProvider, SmsUplink, TwilioAccount, WechatAccount, WecomAccount,
 };

@@ -122,6 +122,15 @@ impl Config {
             }
         }
 
+        for app in &self.channels.app {
+            if !app.queue.is_empty() && !queues.contains(app.queue.as_str()) {
+                problem(format!(
+                    "channels.app {:?}: queue {:?} does not exist",
+                    app.app_id, app.queue
+                ));
+            }
+        }
+
         let mut agent_ids = BTreeSet::new();
         for agent in &self.agents {
             if agent.id.is_empty()

@@ -27,6 +27,9 @@ pub struct Claims {
     /// Widget key the session was opened with (customers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wk: Option<String>,
+    /// App id the session was opened with (customers of the mobile app channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     /// Issued at, unix seconds.
     pub iat: u64,
     /// Expiry, unix seconds.
@@ -113,6 +116,7 @@ mod tests {
             role,
             vid: None,
             wk: None,
+            app: None,
             iat: 0,
             exp,
         }

@@ -10,6 +10,7 @@
 //! - `startup.rs`: [`Gateway`]: build (binds), run until stopped
 //! - `shutdown.rs`: the one shutdown tree
 //! - `bus/`: the session bus actor
+//! - `app/`: the mobile app channel: app credentials, the bank-signed identity, offline push
 //! - `channels/`: channel connectors' IO: webhooks, provider clients, the outbound outbox
 //! - `store/`: the context store trait and backends
 //! - `protocol/`: frames of chat protocol v1 and the agent protocol
@@ -17,6 +18,7 @@
 //! - `http/`: REST endpoints, the admin listener, `ApiError`
 //! - `auth.rs`: tokens; `clock.rs`: time; `telemetry/`: logs and metrics
 
+pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod channels;

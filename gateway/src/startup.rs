@@ -11,6 +11,7 @@ use omnigate_config::{Config, ExposeSecret, Mode, StoreBackend};
 use omnigate_router::{AgentSpec, Router};
 use tokio::net::TcpListener;
 
+use crate::app::{self, AppRegistry};
 use crate::auth::{Claims, Role, TokenAuthority};
 use crate::bus::{Bus, BusSettings, ChannelOutbound};
 use crate::channels::{self, ChannelParts};
@@ -86,11 +87,20 @@ impl Gateway {
             || !config.channels.wecom.is_empty()
             || config.channels.cti.is_some();
         let outbound: Option<Arc<dyn ChannelOutbound>> = has_channels.then(|| Arc::new(outbox_handle) as _);
+        let apps = AppRegistry::from_config(&config.channels.app).context("mobile app configuration")?;
+        let push = config
+            .channels
+            .push
+            .as_ref()
+            .map(|push| app::push::start(push, Arc::clone(&store), &shutdown))
+            .transpose()
+            .context("push webhook")?;
         let settings = BusSettings {
             reopen_window_ms: config.conversations.reopen_window_secs * 1000,
             default_queue: config.routing.default_queue.clone(),
             agents: agents.clone(),
             outbound,
+            push,
             position_message_thresholds: config.routing.position_message_thresholds.clone(),
             position_message: config.routing.position_message.clone(),
         };
@@ -119,6 +129,7 @@ impl Gateway {
             shutdown.clone(),
         );
         state.channels = hub;
+        state.apps = Arc::new(apps);
         Ok(Gateway {
             public,
             admin,
@@ -226,6 +237,7 @@ pub fn mint_agent_token(tokens: &TokenAuthority, agent: &str, ttl_secs: u64) -> 
         role: Role::Agent,
         vid: None,
         wk: None,
+        app: None,
         iat: now,
         exp: now + ttl_secs,
     })

@@ -11,11 +11,15 @@
 //! - `fake_wechat.rs`: [`FakeWechat`], the WeChat API on loopback, checking every request
 //! - `fake_twilio.rs`: [`FakeTwilio`], the Twilio Messages API on loopback, and signed Twilio webhooks
 //! - `fake_cti.rs`: [`FakeCtiReceiver`] for the connect-agent webhook, and signed `cti-webhook/1` events
+//! - `fake_push.rs`: [`FakePush`], the bank's push service on loopback, checking every signed `push.requested`
+//! - `fake_bank.rs`: the bank's app config, its signed identity tokens, app sessions and device calls
 //! - `fake_wecom.rs`: [`FakeWecom`], the WeCom kf API on loopback, and its doorbell
 //! - `wechat_client.rs`: WeChat's side of the callback (signed plain and safe-mode pushes)
 
 mod client;
+mod fake_bank;
 mod fake_cti;
+mod fake_push;
 mod fake_twilio;
 mod fake_wechat;
 mod fake_wecom;
@@ -25,7 +29,12 @@ mod redis;
 mod wechat_client;
 
 pub use client::{Agent, Customer, WsClient, RECV_TIMEOUT};
+pub use fake_bank::{
+    app_config, app_customer, app_session, devices_request, identity_claims, identity_token_hs256,
+    identity_token_rs256, APP_ID, APP_KEY, BANK_AUDIENCE, BANK_ISSUER, BANK_RS256_PUBLIC, BANK_SECRET,
+};
 pub use fake_cti::{cti_event, post_cti_event, FakeCtiReceiver, CTI_SECRET, CTI_TENANT};
+pub use fake_push::{FakePush, PUSH_SECRET};
 pub use fake_twilio::{
     twilio_webhook, FakeTwilio, TwilioScript, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_NUMBER,
 };

@@ -38,6 +38,8 @@ pub struct BusSettings {
     pub agents: Vec<(String, String, AgentSpec)>,
     /// Where agents' messages on connector channels (WeChat, SMS) go; `None` when no connector is configured.
     pub outbound: Option<Arc<dyn super::ChannelOutbound>>,
+    /// The push worker, when `[channels.push]` is configured (app conversations only).
+    pub push: Option<crate::app::PushHandle>,
     /// Queue positions at which channel customers without live frames are messaged (descending order).
     pub position_message_thresholds: Vec<u32>,
     /// The position message template (`{position}`, `{minutes}`).
@@ -452,6 +454,7 @@ impl BusActor {
     }
 
     async fn publish(&mut self, id: &ConversationId, event: &StoredEvent) {
+        self.request_push(id, event);
         let Some(conv) = self.conversations.get(id) else {
             return;
         };
@@ -837,6 +840,10 @@ impl BusActor {
             None,
         )
         .await?;
+        if view == View::Customer {
+            // Read implies received: it cancels pending pushes like an ack.
+            self.push_acked(&id, up_to);
+        }
         if let Some(conv) = self.conversations.get_mut(&id) {
             match view {
                 View::Customer => conv.customer_read = seq,
@@ -848,13 +855,18 @@ impl BusActor {
 
     fn delivered(&mut self, who: &Participant, id: &ConversationId, seq: u64) {
         let Ok(view) = self.access(who, id) else { return };
+        let mut acked = None;
         if let Some(conv) = self.conversations.get_mut(id) {
             match view {
                 View::Customer => {
-                    conv.customer_delivered = conv.customer_delivered.max(seq.min(conv.last_customer_seq))
+                    conv.customer_delivered = conv.customer_delivered.max(seq.min(conv.last_customer_seq));
+                    acked = Some(conv.customer_delivered);
                 }
                 View::Agent => conv.agent_delivered = conv.agent_delivered.max(seq.min(conv.last_seq)),
             }
+        }
+        if let Some(acked) = acked {
+            self.push_acked(id, acked);
         }
     }
 

@@ -11,11 +11,13 @@
 //! - `decisions.rs`: executing the router's decisions
 //! - `conversation.rs`: the in-memory summary of one conversation
 //! - `channel.rs`: channel connectors on the bus: inbound messages, the outbound hand-off, delivery states
+//! - `push.rs`: telling the push worker about app customers' messages and acks
 
 mod actor;
 mod channel;
 mod conversation;
 mod decisions;
+mod push;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

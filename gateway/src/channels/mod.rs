@@ -399,6 +399,20 @@ mod tests {
         async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
             self.0.resolve_customer(identity).await
         }
+        async fn register_device(&self, _: &CustomerId, _: &crate::store::Device) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn unregister_device(
+            &self,
+            _: &CustomerId,
+            _: crate::store::PushPlatform,
+            _: &str,
+        ) -> Result<bool, StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn devices(&self, c: &CustomerId) -> Result<Vec<crate::store::Device>, StoreError> {
+            self.0.devices(c).await
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
         }
@@ -416,6 +430,7 @@ mod tests {
             default_queue: config.routing.default_queue.clone(),
             agents: Vec::new(),
             outbound: None,
+            push: None,
             position_message_thresholds: Vec::new(),
             position_message: String::new(),
         };

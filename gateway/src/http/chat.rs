@@ -30,12 +30,21 @@ struct SessionRequest {
     refresh_token: Option<String>,
 }
 
-/// `POST /chat/v1/sessions`: widget key → short-lived token, visitor id, ws url, open conversations.
+/// `POST /chat/v1/sessions`: widget key → short-lived token, visitor id, ws url, open conversations; or, with
+/// `app_id`, the mobile app form (`http/app.rs`).
 pub(super) async fn create_session(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let request: SessionRequest = serde_json::from_slice(&body)
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid session request: {e}")))?;
+    if value.get("app_id").is_some() {
+        let request: super::app::AppSessionRequest = serde_json::from_value(value)
+            .map_err(|e| ApiError::BadRequest(format!("invalid app session request: {e}")))?;
+        return super::app::create_app_session(&state, request, &headers).await;
+    }
+    let request: SessionRequest = serde_json::from_value(value)
         .map_err(|e| ApiError::BadRequest(format!("invalid session request: {e}")))?;
     if !state.settings.widgets.contains_key(&request.widget_key) {
         metrics::input_rejected("unknown_widget_key");
@@ -86,6 +95,7 @@ pub(super) async fn create_session(
         role: Role::Customer,
         vid: Some(visitor.clone()),
         wk: Some(request.widget_key.clone()),
+        app: None,
         iat: now,
         exp,
     };
@@ -116,7 +126,7 @@ pub(super) struct EventsQuery {
     limit: Option<usize>,
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(super) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -175,7 +185,7 @@ pub(super) async fn conversation_events(
     })))
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+pub(super) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())

@@ -4,11 +4,13 @@
 //! - `state.rs`: [`AppState`] shared by every handler and socket
 //! - `error.rs`: [`ApiError`], the one mapping of errors to responses
 //! - `chat.rs`: `POST /chat/v1/sessions`, `GET /chat/v1/conversations/{id}/events`, the websocket upgrades
+//! - `app.rs`: the mobile app: sessions with app credentials and a signed identity, `/chat/v1/devices`
 //! - `admin.rs`: `/healthz`, `/readyz`, `/metrics`
 //!
 //! The channel webhooks (`/channels/…`) come from [`crate::channels::routes`].
 
 mod admin;
+mod app;
 mod chat;
 mod error;
 mod state;
@@ -24,6 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+pub use app::resolve_app_customer;
 pub use error::ApiError;
 pub use state::{AppState, Settings};
 
@@ -53,6 +56,10 @@ pub fn public_app(state: AppState) -> Router {
         .route(
             "/chat/v1/conversations/{id}/events",
             get(chat::conversation_events),
+        )
+        .route(
+            "/chat/v1/devices",
+            post(app::register_device).delete(app::unregister_device),
         )
         .route("/chat/v1/ws", get(chat::customer_socket))
         .route("/agent/v1/ws", get(chat::agent_socket))

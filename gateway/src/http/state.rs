@@ -92,6 +92,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// The channel connectors' webhooks, when any is configured.
     pub channels: Option<Arc<crate::channels::ChannelHub>>,
+    /// The mobile apps allowed to open sessions (`[[channels.app]]`).
+    pub apps: Arc<crate::app::AppRegistry>,
     connection_ids: Arc<AtomicU64>,
 }
 
@@ -117,6 +119,7 @@ impl AppState {
             session_rate: Arc::new(WindowCounter::default()),
             shutdown,
             channels: None,
+            apps: Arc::default(),
             connection_ids: Arc::new(AtomicU64::new(1)),
         }
     }

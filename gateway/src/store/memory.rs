@@ -1,12 +1,14 @@
 //! The embedded store: everything in process memory, so the binary runs alone.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use omnigate_connectors::model::{ConversationId, CustomerId, Identity, IdentityKind};
+use tokio::sync::Mutex;
 
 use super::{Appended, ContextStore, ConversationRecord, EventPage, NewEvent, StoreError, StoredEvent, View};
+use super::{Device, PushPlatform};
 
 /// In-memory [`ContextStore`].
 #[derive(Debug, Default)]
@@ -14,6 +16,14 @@ pub struct MemoryStore {
     logs: DashMap<ConversationId, Log>,
     conversations: DashMap<ConversationId, ConversationRecord>,
     identities: DashMap<(IdentityKind, String), CustomerId>,
+    /// Devices by owner, and each device's owner; both change under the `devices` lock.
+    devices: Mutex<Devices>,
+}
+
+#[derive(Debug, Default)]
+struct Devices {
+    by_customer: HashMap<CustomerId, BTreeSet<Device>>,
+    owner: HashMap<(PushPlatform, String), CustomerId>,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +148,49 @@ impl ContextStore for MemoryStore {
             .entry(key)
             .or_insert_with(CustomerId::generate)
             .clone())
+    }
+
+    async fn register_device(&self, customer: &CustomerId, device: &Device) -> Result<(), StoreError> {
+        let mut devices = self.devices.lock().await;
+        let key = (device.platform, device.token.clone());
+        if let Some(previous) = devices.owner.insert(key, customer.clone()) {
+            if let Some(theirs) = devices.by_customer.get_mut(&previous) {
+                theirs.retain(|d| !(d.platform == device.platform && d.token == device.token));
+            }
+        }
+        devices
+            .by_customer
+            .entry(customer.clone())
+            .or_default()
+            .insert(device.clone());
+        Ok(())
+    }
+
+    async fn unregister_device(
+        &self,
+        customer: &CustomerId,
+        platform: PushPlatform,
+        token: &str,
+    ) -> Result<bool, StoreError> {
+        let mut devices = self.devices.lock().await;
+        let key = (platform, token.to_owned());
+        if devices.owner.get(&key) != Some(customer) {
+            return Ok(false);
+        }
+        devices.owner.remove(&key);
+        if let Some(mine) = devices.by_customer.get_mut(customer) {
+            mine.retain(|d| !(d.platform == platform && d.token == token));
+        }
+        Ok(true)
+    }
+
+    async fn devices(&self, customer: &CustomerId) -> Result<Vec<Device>, StoreError> {
+        let devices = self.devices.lock().await;
+        Ok(devices
+            .by_customer
+            .get(customer)
+            .map(|d| d.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -6,10 +6,12 @@
 //!
 //! Layout:
 //! - `event.rs`: the immutable event record
+//! - `device.rs`: app devices registered for push
 //! - `memory.rs`: the embedded backend (default)
 //! - `redis.rs`: the Redis backend, shared by several gateway processes (`docs/redis.md`)
 //! - `testsuite.rs`: the conformance suite every backend passes (behind the `test-util` feature)
 
+mod device;
 mod event;
 mod memory;
 mod redis;
@@ -30,6 +32,7 @@ use omnigate_connectors::model::{Channel, ConversationId, CustomerId, Identity};
 use serde::{Deserialize, Serialize};
 
 pub use self::redis::{RedisSettings, RedisStore};
+pub use device::{Device, PushPlatform};
 pub use event::{Actor, EventKind, NewEvent, OfferExplanation, StoredEvent};
 pub use memory::MemoryStore;
 
@@ -176,6 +179,30 @@ pub trait ContextStore: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`].
     async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError>;
+
+    /// Registers a device for `customer`. Registering the same device again changes nothing; a device
+    /// registered by another customer moves to this one (atomically: it is never listed for both).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn register_device(&self, customer: &CustomerId, device: &Device) -> Result<(), StoreError>;
+
+    /// Removes `customer`'s device `(platform, token)`; returns whether it was registered to them.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn unregister_device(
+        &self,
+        customer: &CustomerId,
+        platform: PushPlatform,
+        token: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The devices registered to `customer`, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], [`StoreError::Corrupt`].
+    async fn devices(&self, customer: &CustomerId) -> Result<Vec<Device>, StoreError>;
 
     /// Checks the backend answers.
     ///

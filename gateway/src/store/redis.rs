@@ -19,6 +19,7 @@ use super::{
     Actor, Appended, ContextStore, ConversationRecord, EventKind, EventPage, NewEvent, StoreError,
     StoredEvent, View,
 };
+use super::{Device, PushPlatform};
 
 /// Marks errors the scripts raise on data they cannot make sense of (reported as [`StoreError::Corrupt`]).
 const CORRUPT_MARKER: &str = "OGCORRUPT";
@@ -59,6 +60,30 @@ if ttl > 0 then
   redis.call('EXPIRE', KEYS[3], ttl)
 end
 return {1, seq, customer_seq, ''}
+"#;
+
+/// Registers a device. KEYS: the device's owner key, the new owner's device hash. ARGV: the new owner's
+/// customer id, the device's field (`<platform>:<token>`), its JSON, the prefix of device hashes (the old
+/// owner's hash is that prefix + their id). Moves the device from a previous owner in the same script.
+pub(crate) const REGISTER_DEVICE_LUA: &str = r#"
+local previous = redis.call('GET', KEYS[1])
+if previous and previous ~= ARGV[1] then
+  redis.call('HDEL', ARGV[4] .. previous, ARGV[2])
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// Unregisters a device if `ARGV[1]` owns it. KEYS: the owner key, the owner's device hash. ARGV: customer
+/// id, the device's field. Returns 1 when it was removed.
+pub(crate) const UNREGISTER_DEVICE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[2])
+return 1
 "#;
 
 /// Reads a page of one view. KEYS: log, customer index. ARGV: `agent` or `customer`, position after which
@@ -131,6 +156,8 @@ pub struct RedisStore {
     settings: RedisSettings,
     append: Script,
     page: Script,
+    register_device: Script,
+    unregister_device: Script,
     /// The value of `<prefix>epoch` when this store connected: if Redis loses it (a restart without
     /// persistence, a flush), it lost the logs this gateway's state refers to.
     epoch: String,
@@ -194,6 +221,8 @@ impl RedisStore {
             settings,
             append: Script::new(APPEND_LUA),
             page: Script::new(PAGE_LUA),
+            register_device: Script::new(REGISTER_DEVICE_LUA),
+            unregister_device: Script::new(UNREGISTER_DEVICE_LUA),
             epoch: String::new(),
         };
         // The first gateway on an empty Redis sets the epoch; the others adopt it.
@@ -208,6 +237,21 @@ impl RedisStore {
 
     fn conversation_key(&self, id: &ConversationId, part: &str) -> String {
         conversation_key(&self.settings.key_prefix, id, part)
+    }
+
+    /// `<prefix>push:{devices}:of:` (+ customer id): a customer's devices. The `{devices}` hash tag keeps every
+    /// device key in one cluster slot, as the register script (which touches two customers) requires.
+    fn devices_prefix(&self) -> String {
+        format!("{}push:{{devices}}:of:", self.settings.key_prefix)
+    }
+
+    /// `<prefix>push:{devices}:owner:<platform>:<token>`: the customer a device belongs to.
+    fn device_owner_key(&self, platform: PushPlatform, token: &str) -> String {
+        format!(
+            "{}push:{{devices}}:owner:{}:{token}",
+            self.settings.key_prefix,
+            platform.as_str()
+        )
     }
 
     fn epoch_key(&self) -> String {
@@ -403,6 +447,57 @@ impl ContextStore for RedisStore {
             Some(existing) => CustomerId::parse(&existing)
                 .map_err(|error| StoreError::Corrupt(format!("customer of identity: {error}"))),
         }
+    }
+
+    async fn register_device(&self, customer: &CustomerId, device: &Device) -> Result<(), StoreError> {
+        let json = serde_json::to_string(device)
+            .map_err(|error| StoreError::Corrupt(format!("device does not serialize: {error}")))?;
+        let mut invocation = self.register_device.prepare_invoke();
+        invocation
+            .key(self.device_owner_key(device.platform, &device.token))
+            .key(format!("{}{customer}", self.devices_prefix()))
+            .arg(customer.as_str())
+            .arg(format!("{}:{}", device.platform.as_str(), device.token))
+            .arg(json)
+            .arg(self.devices_prefix());
+        let mut conn = self.conn.clone();
+        self.bounded("register device", invocation.invoke_async::<()>(&mut conn))
+            .await
+    }
+
+    async fn unregister_device(
+        &self,
+        customer: &CustomerId,
+        platform: PushPlatform,
+        token: &str,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.unregister_device.prepare_invoke();
+        invocation
+            .key(self.device_owner_key(platform, token))
+            .key(format!("{}{customer}", self.devices_prefix()))
+            .arg(customer.as_str())
+            .arg(format!("{}:{token}", platform.as_str()));
+        let mut conn = self.conn.clone();
+        let removed: u8 = self
+            .bounded("unregister device", invocation.invoke_async(&mut conn))
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn devices(&self, customer: &CustomerId) -> Result<Vec<Device>, StoreError> {
+        let mut vals = redis::cmd("HVALS");
+        vals.arg(format!("{}{customer}", self.devices_prefix()));
+        let mut conn = self.conn.clone();
+        let raw: Vec<String> = self.bounded("devices", vals.query_async(&mut conn)).await?;
+        let mut devices = raw
+            .iter()
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|error| StoreError::Corrupt(format!("stored device: {error}")))
+            })
+            .collect::<Result<Vec<Device>, _>>()?;
+        devices.sort();
+        Ok(devices)
     }
 
     /// Checks that Redis answers and still holds what this gateway wrote: the epoch read at connect.

@@ -57,6 +57,8 @@ pub async fn run(store: Arc<dyn ContextStore>) {
     concurrent_appends_are_gapless_and_unique(&store).await;
     concurrent_retries_store_one_event(&store).await;
     concurrent_resolutions_create_one_customer(&store).await;
+    devices_register_idempotently_move_and_unregister(&*store).await;
+    a_device_raced_for_ends_with_one_customer(&store).await;
     store.ping().await.expect("ping");
 }
 
@@ -268,4 +270,89 @@ async fn conversation_records_round_trip(store: &dyn ContextStore) {
             .unwrap(),
         None
     );
+}
+
+fn device(platform: PushPlatform, token: &str) -> Device {
+    Device {
+        platform,
+        token: token.to_owned(),
+        app_id: "bank-ios".to_owned(),
+    }
+}
+
+/// Registering twice keeps one entry; another customer registering the token takes it over; only the owner
+/// can unregister it.
+async fn devices_register_idempotently_move_and_unregister(store: &dyn ContextStore) {
+    let alice = CustomerId::generate();
+    let bob = CustomerId::generate();
+    let token = format!("apns-{}", CustomerId::generate());
+    let phone = device(PushPlatform::Apns, &token);
+    let tablet = device(PushPlatform::Fcm, &format!("fcm-{token}"));
+    assert_eq!(store.devices(&alice).await.unwrap(), Vec::<Device>::new());
+    store.register_device(&alice, &phone).await.unwrap();
+    store.register_device(&alice, &phone).await.unwrap();
+    store.register_device(&alice, &tablet).await.unwrap();
+    let mut both = vec![phone.clone(), tablet.clone()];
+    both.sort();
+    assert_eq!(store.devices(&alice).await.unwrap(), both, "idempotent");
+
+    // The same token under another platform is another device.
+    let same_token_hms = device(PushPlatform::Hms, &token);
+    store.register_device(&bob, &same_token_hms).await.unwrap();
+    assert_eq!(store.devices(&alice).await.unwrap(), both);
+
+    store.register_device(&bob, &phone).await.unwrap();
+    assert_eq!(
+        store.devices(&alice).await.unwrap(),
+        vec![tablet.clone()],
+        "moved away"
+    );
+    let mut bobs = vec![phone.clone(), same_token_hms];
+    bobs.sort();
+    assert_eq!(store.devices(&bob).await.unwrap(), bobs);
+
+    assert!(
+        !store
+            .unregister_device(&alice, PushPlatform::Apns, &token)
+            .await
+            .unwrap(),
+        "not alice's any more"
+    );
+    assert!(store
+        .unregister_device(&bob, PushPlatform::Apns, &token)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .unregister_device(&bob, PushPlatform::Apns, &token)
+            .await
+            .unwrap(),
+        "already gone"
+    );
+    assert_eq!(store.devices(&bob).await.unwrap().len(), 1);
+    // A device re-registered after removal is back.
+    store.register_device(&alice, &phone).await.unwrap();
+    assert_eq!(store.devices(&alice).await.unwrap(), both);
+}
+
+/// Customers racing to register one token: it ends up listed for exactly one of them, its owner.
+async fn a_device_raced_for_ends_with_one_customer(store: &Arc<dyn ContextStore>) {
+    const RACERS: usize = 8;
+    let token = format!("fcm-race-{}", CustomerId::generate());
+    let customers: Vec<CustomerId> = (0..RACERS).map(|_| CustomerId::generate()).collect();
+    let mut racers = JoinSet::new();
+    for customer in customers.clone() {
+        let store = Arc::clone(store);
+        let d = device(PushPlatform::Fcm, &token);
+        racers.spawn(async move { store.register_device(&customer, &d).await });
+    }
+    while let Some(done) = racers.join_next().await {
+        done.expect("racer task").expect("concurrent register");
+    }
+    let mut holders = 0;
+    for customer in &customers {
+        let devices = store.devices(customer).await.unwrap();
+        holders += devices.iter().filter(|d| d.token == token).count();
+    }
+    assert_eq!(holders, 1, "one customer holds the raced token");
 }

@@ -20,8 +20,13 @@ const CHANNEL_INBOUND: &str = "omnigate_channel_inbound_total";
 const CHANNEL_DELIVERY: &str = "omnigate_channel_delivery_updates_total";
 const CHANNEL_TOKEN_REFRESHES: &str = "omnigate_channel_token_refreshes_total";
 const CHANNEL_TOKEN_REFUSED: &str = "omnigate_channel_token_refused_total";
+const PUSH_REQUESTS: &str = "omnigate_push_requests_total";
 
 pub(crate) fn describe_all() {
+    describe_counter!(
+        PUSH_REQUESTS,
+        "push.requested webhooks by outcome (sent, failed, no_device, dropped)"
+    );
     describe_gauge!(WS_CONNECTIONS, "open websocket connections by role");
     describe_counter!(WS_FRAMES_RECEIVED, "websocket frames received by role");
     describe_counter!(WS_CLOSED, "websocket connections closed by role and close code");
@@ -137,4 +142,9 @@ pub fn channel_token_refreshed(channel: &'static str) {
 /// A provider refused our access token (40001/42001).
 pub fn channel_token_refused(channel: &'static str) {
     counter!(CHANNEL_TOKEN_REFUSED, "channel" => channel).increment(1);
+}
+
+/// A push request's outcome: `sent`, `failed`, `no_device` or `dropped`.
+pub fn push_request(outcome: &'static str) {
+    counter!(PUSH_REQUESTS, "outcome" => outcome).increment(1);
 }

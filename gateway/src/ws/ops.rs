@@ -1,5 +1,7 @@
 //! What each client op does. Every refusal is an `error` frame with the client's `ref`; the socket stays open.
 
+use std::collections::BTreeMap;
+
 use omnigate_connectors::model::{Channel, Content, ConversationId};
 
 use super::session::{Gone, Role, Session};
@@ -131,6 +133,23 @@ impl Session {
                 }
                 let id = id.as_deref().map(conversation_id).transpose()?;
                 let ack = match &self.who {
+                    Participant::Customer(customer) if self.app_id.is_some() => {
+                        let queue = self
+                            .app_id
+                            .as_deref()
+                            .and_then(|app| self.state.apps.get(app))
+                            .and_then(|app| app.queue.clone());
+                        bus.customer_send(
+                            customer.clone(),
+                            Channel::App,
+                            queue,
+                            id,
+                            client_msg_id.clone(),
+                            content,
+                            BTreeMap::new(),
+                        )
+                        .await?
+                    }
                     Participant::Customer(customer) => {
                         let queue = self
                             .widget_key

@@ -52,6 +52,8 @@ pub(super) struct Session {
     pub(super) who: Participant,
     /// Widget key of a customer session (selects the queue).
     pub(super) widget_key: Option<String>,
+    /// App id of a mobile app customer session (its conversations are channel `app`).
+    pub(super) app_id: Option<String>,
     sink: SplitSink<WebSocket, Message>,
     /// Last position delivered per conversation, in this session's view.
     cursors: HashMap<ConversationId, u64>,
@@ -188,6 +190,7 @@ async fn serve(
         role,
         who: who.clone(),
         widget_key: claims.wk,
+        app_id: claims.app,
         sink,
         cursors: HashMap::new(),
     };

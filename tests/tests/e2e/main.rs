@@ -3,6 +3,7 @@
 //! `tests/integration.rs` for why): the modules below share the harness in `omnigate_tests`.
 
 mod admin;
+mod app;
 mod bad_input;
 mod conversation;
 mod cti;
