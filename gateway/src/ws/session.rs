@@ -1,6 +1,8 @@
 //! One websocket session: `hello` → `ready` → replay → live loop → close.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -61,23 +63,32 @@ pub(super) struct Session {
 
 /// Runs one socket to its end. `admission` is `None` when a connection cap was hit: the socket is closed
 /// with 4008 at once.
-pub async fn run(
+///
+/// Not an `async fn`: the socket and the handshake's futures (hello, token check, attach, ready) go into an
+/// allocation of their own that is freed once the session is live. An `async fn` would keep its arguments
+/// and its largest await point in the connection's future for the connection's whole life, which is what an
+/// idle connection costs (`docs/performance.md`, idle memory).
+pub fn run(
     socket: WebSocket,
     state: AppState,
     role: Role,
     admission: Option<Admission>,
     request_id: String,
-) {
+) -> impl Future<Output = ()> + Send {
     let conn_id = state.next_connection_id();
     let span = tracing::info_span!("ws", role = role.label(), conn_id, request_id = %request_id);
+    let handshake: Pin<Box<dyn Future<Output = Result<LiveSession, u16>> + Send>> =
+        Box::pin(handshake(socket, state, role, admission, conn_id));
     async move {
         metrics::ws_opened(role.label());
-        let code = serve(socket, state, role, admission, conn_id).await;
+        let code = match handshake.await {
+            Ok(live) => live.await,
+            Err(code) => code,
+        };
         metrics::ws_closed(role.label(), code);
         tracing::debug!(code, "websocket closed");
     }
     .instrument(span)
-    .await;
 }
 
 async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &str) {
@@ -89,26 +100,42 @@ async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason:
     drop(sink.close().await);
 }
 
-async fn serve(
+/// A live session's whole remaining life, in one allocation sized for the live loop alone.
+type LiveSession = Pin<Box<dyn Future<Output = u16> + Send>>;
+
+/// A session past `hello` and `ready`, ready for its live loop.
+struct Handshake {
+    session: Session,
+    stream: SplitStream<WebSocket>,
+    rx: mpsc::Receiver<Outbound>,
+    overflow: CancellationToken,
+    resume: Resume,
+    conversations: Vec<crate::bus::ConversationSummary>,
+    /// Holds the connection's place under the connection caps.
+    _admission: Admission,
+}
+
+/// `hello` → token check → attach → `ready`; on refusal, the socket is closed and the close code returned.
+async fn handshake(
     socket: WebSocket,
     state: AppState,
     role: Role,
     admission: Option<Admission>,
     conn_id: u64,
-) -> u16 {
+) -> Result<LiveSession, u16> {
     let (mut sink, mut stream) = socket.split();
-    let Some(_admission) = admission else {
+    let Some(admission) = admission else {
         metrics::input_rejected("connection_limit");
         tracing::warn!("connection refused: connection limit reached");
         send_close(&mut sink, close::RATE_LIMITED, "too many connections").await;
-        return close::RATE_LIMITED;
+        return Err(close::RATE_LIMITED);
     };
     let limits = &state.settings.limits;
     let hello = match timeout(Duration::from_millis(limits.hello_timeout_ms), stream.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => parse_frame(text.as_str(), role == Role::Agent),
         _ => {
             send_close(&mut sink, close::PROTOCOL, "hello expected").await;
-            return close::PROTOCOL;
+            return Err(close::PROTOCOL);
         }
     };
     let (token, resume) = match hello {
@@ -116,14 +143,14 @@ async fn serve(
             ClientOp::Hello { token, resume, .. } => (token, resume),
             _ => {
                 send_close(&mut sink, close::PROTOCOL, "the first frame must be hello").await;
-                return close::PROTOCOL;
+                return Err(close::PROTOCOL);
             }
         },
         Err(error) => {
             let text = protocol::error(None, error.code(), &error.to_string());
             drop(sink.send(Message::Text(text)).await);
             send_close(&mut sink, close::PROTOCOL, "the first frame must be hello").await;
-            return close::PROTOCOL;
+            return Err(close::PROTOCOL);
         }
     };
     let claims_role = match role {
@@ -140,7 +167,7 @@ async fn serve(
             metrics::input_rejected("bad_token");
             tracing::warn!(%error, "websocket token refused");
             send_close(&mut sink, code, &error.to_string()).await;
-            return code;
+            return Err(code);
         }
     };
     let who = match role {
@@ -148,7 +175,7 @@ async fn serve(
             Ok(id) => Participant::Customer(id),
             Err(_) => {
                 send_close(&mut sink, close::BAD_TOKEN, "invalid token").await;
-                return close::BAD_TOKEN;
+                return Err(close::BAD_TOKEN);
             }
         },
         Role::Agent => Participant::Agent(claims.sub.clone()),
@@ -171,7 +198,7 @@ async fn serve(
         Err(error) => {
             tracing::warn!(%error, "attach refused");
             send_close(&mut sink, close::BAD_TOKEN, &error.to_string()).await;
-            return close::BAD_TOKEN;
+            return Err(close::BAD_TOKEN);
         }
     };
     let mut conversations = Vec::new();
@@ -194,16 +221,39 @@ async fn serve(
         sink,
         cursors: HashMap::new(),
     };
-    let code = match session.send(ready).await {
-        Ok(()) => {
-            session
-                .live(stream, rx, overflow, &resume, &attached.conversations)
-                .await
-        }
-        Err(Gone) => 1006,
+    if session.send(ready).await.is_err() {
+        state.bus.detach(who, conn_id).await;
+        return Err(1006);
+    }
+    let live = Handshake {
+        session,
+        stream,
+        rx,
+        overflow,
+        resume,
+        conversations: attached.conversations,
+        _admission: admission,
     };
-    state.bus.detach(who, conn_id).await;
-    code
+    Ok(Box::pin(live.run(conn_id)))
+}
+
+impl Handshake {
+    /// The live loop; then the bus forgets the connection.
+    async fn run(mut self, conn_id: u64) -> u16 {
+        let code = self
+            .session
+            .live(
+                self.stream,
+                self.rx,
+                self.overflow,
+                &self.resume,
+                &self.conversations,
+            )
+            .await;
+        // Boxed: a bus command's future is large, and needed once, at the end.
+        Box::pin(self.session.state.bus.detach(self.session.who.clone(), conn_id)).await;
+        code
+    }
 }
 
 impl Session {
@@ -249,7 +299,7 @@ impl Session {
                 .unwrap_or(summary.last_seq)
                 .min(summary.last_seq);
             self.cursors.insert(summary.id.clone(), cursor);
-            if cursor < summary.last_seq && self.backfill(&summary.id).await.is_err() {
+            if cursor < summary.last_seq && Box::pin(self.backfill(&summary.id)).await.is_err() {
                 return 1006;
             }
         }
@@ -310,7 +360,8 @@ impl Session {
                         }
                         continue;
                     }
-                    if self.handle_text(text.as_str()).await.is_err() {
+                    // Boxed: a client op's future is large and short-lived; the idle loop should not carry it.
+                    if Box::pin(self.handle_text(text.as_str())).await.is_err() {
                         return 1006;
                     }
                 }
@@ -338,7 +389,7 @@ impl Session {
                 }
                 self.cursors.insert(conversation.clone(), cursor);
                 if seq > cursor + 1 {
-                    self.backfill(&conversation).await?;
+                    Box::pin(self.backfill(&conversation)).await?;
                     if self.cursors.get(&conversation).copied().unwrap_or(0) >= seq {
                         return Ok(None);
                     }
@@ -348,7 +399,7 @@ impl Session {
             }
             Outbound::Track { conversation, after } => {
                 self.cursors.insert(conversation.clone(), after);
-                self.backfill(&conversation).await?;
+                Box::pin(self.backfill(&conversation)).await?;
             }
             Outbound::Untrack(conversation) => {
                 self.cursors.remove(&conversation);
