@@ -10,12 +10,14 @@
 //! Layout:
 //! - `model.rs`: the `Config` tree and its defaults
 //! - `channels.rs`: channel connectors and the outbox
+//! - `customers.rs`: customer profiles (rules, tiers, CRM lookup) and retention
 //! - `routing.rs`: queues, skills and routing policy (consumed by `omnigate-router`)
 //! - `load.rs`: layering of file and environment
 //! - `validate.rs`: whole-tree checks
 //! - `error.rs`: `ConfigError`
 
 mod channels;
+mod customers;
 mod error;
 mod load;
 mod model;
@@ -26,6 +28,7 @@ pub use validate::CHANNELS;
 pub use channels::{
     Channels, Cti, Outbox, SmsProvider, SmsUplink, TwilioAccount, WechatAccount, WecomAccount,
 };
+pub use customers::{Crm, CustomerRule, Customers, Retention, TierPolicy, IDENTITY_KINDS};
 pub use error::{ConfigError, ValidationErrors};
 pub use load::{load, load_from_str, DEFAULT_CONFIG_TOML};
 pub use model::*;
