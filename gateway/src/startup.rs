@@ -17,7 +17,7 @@ use crate::channels::{self, ChannelParts};
 use crate::clock::unix_ms;
 use crate::http::{admin_app, public_app, AppState, Settings};
 use crate::shutdown::Shutdown;
-use crate::store::{ContextStore, MemoryStore, RedisSettings, RedisStore};
+use crate::store::{sweep_until_stopped, ContextStore, MemoryStore, RedisSettings, RedisStore, Retention};
 use crate::telemetry;
 
 /// A built gateway: listeners bound, session bus running, not yet serving.
@@ -42,10 +42,16 @@ impl Gateway {
     /// # Errors
     /// A listener cannot be bound, the store cannot be opened, or the routing configuration is unusable.
     pub async fn build(config: Config) -> anyhow::Result<Gateway> {
+        let retention = Retention::from_config(&config.retention);
+        let mut memory = None;
         let store: Arc<dyn ContextStore> = match config.store.backend {
-            StoreBackend::Memory => Arc::new(MemoryStore::new()),
+            StoreBackend::Memory => {
+                let store = Arc::new(MemoryStore::with_retention(retention));
+                memory = Some(Arc::clone(&store));
+                store
+            }
             StoreBackend::Redis => Arc::new(
-                RedisStore::connect(RedisSettings::from_config(&config.store))
+                RedisStore::connect(RedisSettings::from_config(&config.store).with_retention(&config.retention))
                     .await
                     .context("store.backend = \"redis\": redis must be reachable at start")?,
             ),
@@ -79,6 +85,10 @@ impl Gateway {
         };
         telemetry::prometheus();
         let shutdown = Shutdown::new();
+        if let Some(memory) = memory {
+            let every = Duration::from_secs(config.retention.sweep_interval_secs);
+            shutdown.spawn(sweep_until_stopped(memory, every, shutdown.root().clone()));
+        }
         let (outbox_handle, outbox) = channels::outbox();
         let has_channels = !config.channels.wechat.is_empty()
             || !config.channels.twilio.is_empty()

@@ -361,7 +361,9 @@ mod tests {
 
     use super::*;
     use crate::bus::BusSettings;
-    use crate::store::{Appended, ConversationRecord, EventPage, MemoryStore, NewEvent, StoreError, View};
+    use crate::store::{
+        Appended, ConversationRecord, CustomerProfile, EventPage, MemoryStore, NewEvent, StoreError, View,
+    };
 
     /// Resolves customers, then refuses every write: the store went down mid-request.
     #[derive(Debug, Default)]
@@ -398,6 +400,15 @@ mod tests {
         }
         async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
             self.0.resolve_customer(identity).await
+        }
+        async fn save_profile(&self, _: &CustomerId, _: &CustomerProfile) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn load_profile(&self, c: &CustomerId) -> Result<Option<CustomerProfile>, StoreError> {
+            self.0.load_profile(c).await
+        }
+        async fn delete_profile(&self, _: &CustomerId) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
         }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
