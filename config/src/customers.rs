@@ -18,6 +18,18 @@ pub const IDENTITY_KINDS: &[&str] = &[
     "phone",
 ];
 
+/// Channel names a rule may match besides the media kinds of [`CHANNELS`].
+const CHANNEL_NAMES: &[&str] = &[
+    "web",
+    "app",
+    "wechat_oa",
+    "wechat_kf",
+    "sms_twilio",
+    "sms_aliyun",
+    "sms_tencent",
+    "voice",
+];
+
 /// `[customers]`: how a conversation's customer profile is filled and how it feeds routing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -51,7 +63,8 @@ pub struct CustomerRule {
     pub identity_kind: Option<String>,
     /// Condition: the sender identity's value starts with this (e.g. `+8613800`).
     pub identity_prefix: Option<String>,
-    /// Condition: the conversation's channel (`web`, `app`, `wechat`, `sms`, `voice`).
+    /// Condition: the conversation's media kind (`web`, `app`, `wechat`, `sms`, `voice`) or channel
+    /// (`wechat_oa`, `sms_twilio`, ...).
     pub channel: Option<String>,
     /// Condition: the conversation carries these attributes (a widget's, a call's IVR input).
     pub attributes: BTreeMap<String, String>,
@@ -119,7 +132,7 @@ impl Customers {
                 problem(format!("{name}: identity_prefix needs identity_kind"));
             }
             if let Some(channel) = &rule.channel {
-                if !CHANNELS.contains(&channel.as_str()) {
+                if !CHANNELS.contains(&channel.as_str()) && !CHANNEL_NAMES.contains(&channel.as_str()) {
                     problem(format!("{name}: unknown channel {channel:?}"));
                 }
             }

@@ -12,6 +12,7 @@
 //! - `bus/`: the session bus actor
 //! - `channels/`: channel connectors' IO: webhooks, provider clients, the outbound outbox
 //! - `store/`: the context store trait and backends
+//! - `customers/`: customer profiles for routing: config rules, tiers, the CRM lookup
 //! - `protocol/`: frames of chat protocol v1 and the agent protocol
 //! - `ws/`: websocket sessions with their limits
 //! - `http/`: REST endpoints, the admin listener, `ApiError`
@@ -22,6 +23,7 @@ pub mod bus;
 pub mod channels;
 pub mod cli;
 pub mod clock;
+pub mod customers;
 pub mod http;
 pub mod protocol;
 pub mod shutdown;

@@ -15,6 +15,7 @@ use crate::auth::{Claims, Role, TokenAuthority};
 use crate::bus::{Bus, BusSettings, ChannelOutbound};
 use crate::channels::{self, ChannelParts};
 use crate::clock::unix_ms;
+use crate::customers::Profiles;
 use crate::http::{admin_app, public_app, AppState, Settings};
 use crate::shutdown::Shutdown;
 use crate::store::{sweep_until_stopped, ContextStore, MemoryStore, RedisSettings, RedisStore, Retention};
@@ -103,6 +104,9 @@ impl Gateway {
             outbound,
             position_message_thresholds: config.routing.position_message_thresholds.clone(),
             position_message: config.routing.position_message.clone(),
+            profiles: Arc::new(Profiles::from_config(&config.customers).context("customers configuration")?),
+            evict_after_ms: (config.conversations.reopen_window_secs.max(config.routing.wrap_up_secs))
+                .saturating_mul(1000),
         };
         let bus = Bus::start(settings, router, Arc::clone(&store), &shutdown);
         let tokens = TokenAuthority::new(&config.auth.jwt_secret);
@@ -153,6 +157,12 @@ impl Gateway {
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The session bus (tests look at what it holds in memory).
+    #[cfg(feature = "test-util")]
+    pub fn bus(&self) -> crate::bus::Bus {
+        self.state.bus.clone()
     }
 
     /// The shutdown tree; `begin()` on it stops the gateway like a signal would.

@@ -429,6 +429,8 @@ mod tests {
             outbound: None,
             position_message_thresholds: Vec::new(),
             position_message: String::new(),
+            profiles: Arc::default(),
+            evict_after_ms: 1_000,
         };
         let bus = Bus::start(
             settings,
