@@ -10,11 +10,13 @@
 //! - `redis.rs`: [`RedisServer`], a `redis-server` of the test's own
 //! - `fake_wechat.rs`: [`FakeWechat`], the WeChat API on loopback, checking every request
 //! - `fake_twilio.rs`: [`FakeTwilio`], the Twilio Messages API on loopback, and signed Twilio webhooks
+//! - `fake_crm.rs`: [`FakeCrm`], the CRM profile webhook on loopback, checking signatures
 //! - `fake_cti.rs`: [`FakeCtiReceiver`] for the connect-agent webhook, and signed `cti-webhook/1` events
 //! - `fake_wecom.rs`: [`FakeWecom`], the WeCom kf API on loopback, and its doorbell
 //! - `wechat_client.rs`: WeChat's side of the callback (signed plain and safe-mode pushes)
 
 mod client;
+mod fake_crm;
 mod fake_cti;
 mod fake_twilio;
 mod fake_wechat;
@@ -25,6 +27,7 @@ mod redis;
 mod wechat_client;
 
 pub use client::{Agent, Customer, WsClient, RECV_TIMEOUT};
+pub use fake_crm::{CrmScript, FakeCrm, CRM_SECRET};
 pub use fake_cti::{cti_event, post_cti_event, FakeCtiReceiver, CTI_SECRET, CTI_TENANT};
 pub use fake_twilio::{
     twilio_webhook, FakeTwilio, TwilioScript, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_NUMBER,

@@ -1,7 +1,7 @@
 //! The CRM lookup webhook: a POST signed like the CTI connector's webhooks (Standard Webhooks), carrying the
 //! customer id and its known identities; the JSON answer is the profile.
 //!
-//! Request body: `{"customer_id": "cu_…", "identities": [{"kind": "phone", "value": "+86…", "verified": true}]}`.
+//! Request body: `{"customer_id": "u_…", "identities": [{"kind": "phone", "value": "+86…", "verified": true}]}`.
 //! Answer: `200` with `{"tier"?, "tags"?, "language"?, "relationship_manager"?, "risk_flags"?}` (unknown fields
 //! are ignored). Anything else is a failed lookup.
 
