@@ -158,7 +158,9 @@ impl Customers {
             }
             if let Some(rm) = &rule.relationship_manager {
                 if !agents.contains(&rm.as_str()) {
-                    problem(format!("{name}: relationship_manager {rm:?} is not a configured agent"));
+                    problem(format!(
+                        "{name}: relationship_manager {rm:?} is not a configured agent"
+                    ));
                 }
             }
         }

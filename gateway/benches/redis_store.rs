@@ -127,7 +127,8 @@ async fn bare_caller(conn: ConnectionManager, append: Arc<Script>, page: Arc<Scr
     let customer = CustomerId::generate();
     for i in 0..ops {
         // Formatted per message, as a client serving many conversations must.
-        let keys = ["log", "cidx", "idem", "closed"].map(|part| format!("bare:conv:{{{conversation}}}:{part}"));
+        let keys =
+            ["log", "cidx", "idem", "closed"].map(|part| format!("bare:conv:{{{conversation}}}:{part}"));
         // The same bytes the store sends, formatted by hand.
         let body = format!(
             r#""at_ms":{},"actor":{{"type":"customer","id":"{customer}"}},"kind":{{"type":"message.created","message_id":"{}","client_msg_id":"m-{i}","content":{{"type":"text","text":"{TEXT}"}}}}}}"#,

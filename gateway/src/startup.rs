@@ -52,9 +52,11 @@ impl Gateway {
                 store
             }
             StoreBackend::Redis => Arc::new(
-                RedisStore::connect(RedisSettings::from_config(&config.store).with_retention(&config.retention))
-                    .await
-                    .context("store.backend = \"redis\": redis must be reachable at start")?,
+                RedisStore::connect(
+                    RedisSettings::from_config(&config.store).with_retention(&config.retention),
+                )
+                .await
+                .context("store.backend = \"redis\": redis must be reachable at start")?,
             ),
         };
         let router = Router::new(&config.routing).context("routing configuration")?;
@@ -105,8 +107,11 @@ impl Gateway {
             position_message_thresholds: config.routing.position_message_thresholds.clone(),
             position_message: config.routing.position_message.clone(),
             profiles: Arc::new(Profiles::from_config(&config.customers).context("customers configuration")?),
-            evict_after_ms: (config.conversations.reopen_window_secs.max(config.routing.wrap_up_secs))
-                .saturating_mul(1000),
+            evict_after_ms: (config
+                .conversations
+                .reopen_window_secs
+                .max(config.routing.wrap_up_secs))
+            .saturating_mul(1000),
         };
         let bus = Bus::start(settings, router, Arc::clone(&store), &shutdown);
         let tokens = TokenAuthority::new(&config.auth.jwt_secret);

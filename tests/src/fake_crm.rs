@@ -103,7 +103,9 @@ async fn profile(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap,
             return StatusCode::UNAUTHORIZED.into_response();
         }
         if header("content-type") != Some("application/json") {
-            state.violations.push("content-type is not application/json".to_owned());
+            state
+                .violations
+                .push("content-type is not application/json".to_owned());
         }
         match serde_json::from_slice::<Value>(&body) {
             Ok(json)

@@ -16,11 +16,11 @@ use super::{
 };
 use crate::clock::{unix_ms, RouterClock};
 use crate::protocol::{self, TransferTo};
+use crate::shutdown::Shutdown;
 use crate::store::{
     Actor, Appended, ContextStore, ConversationRecord, ConversationStatus, EventKind, NewEvent, StoredEvent,
     View,
 };
-use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 
 /// Sessions remembered per participant so a reconnect can resume one.

@@ -38,7 +38,8 @@ impl BusActor {
             let evictable = self.conversations.get(&id).is_some_and(|c| {
                 !c.is_open()
                     && c.offer.is_none()
-                    && now_ms.saturating_sub(c.record.closed_at_ms.unwrap_or(0)) >= self.settings.evict_after_ms
+                    && now_ms.saturating_sub(c.record.closed_at_ms.unwrap_or(0))
+                        >= self.settings.evict_after_ms
             });
             if !evictable {
                 continue;
@@ -57,7 +58,11 @@ impl BusActor {
             evicted += 1;
         }
         if evicted > 0 {
-            tracing::debug!(evicted, held = self.conversations.len(), "closed conversations evicted");
+            tracing::debug!(
+                evicted,
+                held = self.conversations.len(),
+                "closed conversations evicted"
+            );
             metrics::bus_evicted(evicted);
         }
         metrics::bus_conversations(self.conversations.len());

@@ -293,7 +293,9 @@ pub(crate) enum Command {
     },
     /// How much the bus holds in memory (tests).
     #[cfg_attr(not(any(test, feature = "test-util")), allow(dead_code))]
-    Held { reply: Reply<Held> },
+    Held {
+        reply: Reply<Held>,
+    },
 }
 
 /// What the bus holds in memory: it must not grow with closed conversations.
@@ -327,8 +329,8 @@ impl Bus {
         shutdown: &Shutdown,
     ) -> Bus {
         let (tx, rx) = mpsc::channel(4096);
-        let actor = actor::BusActor::new(settings, router, store)
-            .with_runtime(tx.downgrade(), shutdown.clone());
+        let actor =
+            actor::BusActor::new(settings, router, store).with_runtime(tx.downgrade(), shutdown.clone());
         let stop = shutdown.root().clone();
         shutdown.spawn(actor.run(rx, stop));
         Bus { tx }

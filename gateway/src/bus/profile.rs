@@ -90,7 +90,13 @@ impl BusActor {
                 }
             };
             // The bus only stops at shutdown; then nothing waits for this answer.
-            drop(tx.send(Command::ProfileAnswered { conversation, profile }).await);
+            drop(
+                tx.send(Command::ProfileAnswered {
+                    conversation,
+                    profile,
+                })
+                .await,
+            );
         });
         true
     }
@@ -119,11 +125,10 @@ impl BusActor {
         let Some(conv) = self.conversations.get_mut(id) else {
             return;
         };
-        let mut profile = self.settings.profiles.from_rules(
-            conv.record.channel,
-            conv.identity.as_ref(),
-            &conv.attributes,
-        );
+        let mut profile =
+            self.settings
+                .profiles
+                .from_rules(conv.record.channel, conv.identity.as_ref(), &conv.attributes);
         if let Some(stored) = stored {
             profile.overlay(stored);
         }

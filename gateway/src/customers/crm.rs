@@ -126,11 +126,7 @@ impl CrmClient {
             request = request.header(name, value);
         }
         let call = async {
-            let response = request
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| self.transport(&e))?;
+            let response = request.body(body).send().await.map_err(|e| self.transport(&e))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(CrmError::Status(status.as_u16()));

@@ -67,7 +67,12 @@ impl Profiles {
     }
 
     /// The profile the rules give a conversation.
-    pub fn from_rules(&self, channel: Channel, identity: Option<&Identity>, attributes: &BTreeMap<String, String>) -> CustomerProfile {
+    pub fn from_rules(
+        &self,
+        channel: Channel,
+        identity: Option<&Identity>,
+        attributes: &BTreeMap<String, String>,
+    ) -> CustomerProfile {
         self.rules.apply(&RuleContext {
             channel,
             identity,
@@ -143,6 +148,9 @@ mod tests {
         };
         assert_eq!(profiles.tier_routing(&vip).priority, 5);
         assert_eq!(profiles.tier_routing(&vip).skills, vec!["vip".to_owned()]);
-        assert_eq!(profiles.tier_routing(&CustomerProfile::default()), TierRouting::default());
+        assert_eq!(
+            profiles.tier_routing(&CustomerProfile::default()),
+            TierRouting::default()
+        );
     }
 }

@@ -131,7 +131,10 @@ mod tests {
             ..ctx
         };
         assert!(rules().apply(&ctx).is_empty());
-        let ctx = RuleContext { identity: None, ..ctx };
+        let ctx = RuleContext {
+            identity: None,
+            ..ctx
+        };
         assert!(rules().apply(&ctx).is_empty(), "no identity, no identity rule");
     }
 

@@ -275,15 +275,24 @@ mod tests {
         let swept = store.sweep(101_000);
         assert_eq!((swept.conversations, swept.idempotency_keys), (1, 0));
         assert_eq!(store.load_conversation(&old.id).await.unwrap(), None);
-        assert_eq!(store.events_after(&old.id, View::Agent, 0, 5).await.unwrap().last, 0);
+        assert_eq!(
+            store.events_after(&old.id, View::Agent, 0, 5).await.unwrap().last,
+            0
+        );
         assert!(store.load_conversation(&recent.id).await.unwrap().is_some());
         assert!(store.load_conversation(&open.id).await.unwrap().is_some());
 
         // 11 s after the recent close: its idempotency keys go, its log stays.
         let swept = store.sweep(106_000);
         assert_eq!((swept.conversations, swept.idempotency_keys), (0, 1));
-        assert!(matches!(store.append(&recent.id, keyed("k")).await.unwrap(), Appended::New(_)));
-        assert!(matches!(store.append(&open.id, keyed("k")).await.unwrap(), Appended::Duplicate(_)));
+        assert!(matches!(
+            store.append(&recent.id, keyed("k")).await.unwrap(),
+            Appended::New(_)
+        ));
+        assert!(matches!(
+            store.append(&open.id, keyed("k")).await.unwrap(),
+            Appended::Duplicate(_)
+        ));
 
         assert_eq!(store.sweep(saved_at + 49_000).profiles, 0);
         assert_eq!(store.sweep(saved_at + 50_000).profiles, 1);

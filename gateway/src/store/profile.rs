@@ -48,8 +48,7 @@ impl CustomerProfile {
             self.language.clone_from(&over.language);
         }
         if over.relationship_manager.is_some() {
-            self.relationship_manager
-                .clone_from(&over.relationship_manager);
+            self.relationship_manager.clone_from(&over.relationship_manager);
         }
         self.tags.extend(over.tags.iter().cloned());
         self.risk_flags.extend(over.risk_flags.iter().cloned());

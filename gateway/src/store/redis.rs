@@ -16,8 +16,8 @@ use redis::{ErrorKind, RedisError, RedisResult, Script};
 use serde::Serialize;
 
 use super::{
-    Actor, Appended, ContextStore, ConversationRecord, ConversationStatus, CustomerProfile, EventKind, EventPage, NewEvent, StoreError,
-    StoredEvent, View,
+    Actor, Appended, ContextStore, ConversationRecord, ConversationStatus, CustomerProfile, EventKind,
+    EventPage, NewEvent, StoreError, StoredEvent, View,
 };
 
 /// Marks errors the scripts raise on data they cannot make sense of (reported as [`StoreError::Corrupt`]).
@@ -485,12 +485,14 @@ impl ContextStore for RedisStore {
         let json = serde_json::to_string(profile)
             .map_err(|error| StoreError::Corrupt(format!("profile does not serialize: {error}")))?;
         let mut set = redis::cmd("SET");
-        set.arg(profile_key(&self.settings.key_prefix, customer)).arg(json);
+        set.arg(profile_key(&self.settings.key_prefix, customer))
+            .arg(json);
         if self.settings.retention.profile_secs > 0 {
             set.arg("EX").arg(self.settings.retention.profile_secs);
         }
         let mut conn = self.conn.clone();
-        self.bounded("save profile", set.query_async::<()>(&mut conn)).await
+        self.bounded("save profile", set.query_async::<()>(&mut conn))
+            .await
     }
 
     async fn load_profile(&self, customer: &CustomerId) -> Result<Option<CustomerProfile>, StoreError> {
@@ -499,7 +501,8 @@ impl ContextStore for RedisStore {
         let mut conn = self.conn.clone();
         let raw: Option<String> = self.bounded("load profile", get.query_async(&mut conn)).await?;
         raw.map(|raw| {
-            serde_json::from_str(&raw).map_err(|error| StoreError::Corrupt(format!("customer profile: {error}")))
+            serde_json::from_str(&raw)
+                .map_err(|error| StoreError::Corrupt(format!("customer profile: {error}")))
         })
         .transpose()
     }
@@ -508,7 +511,8 @@ impl ContextStore for RedisStore {
         let mut del = redis::cmd("DEL");
         del.arg(profile_key(&self.settings.key_prefix, customer));
         let mut conn = self.conn.clone();
-        self.bounded("delete profile", del.query_async::<()>(&mut conn)).await
+        self.bounded("delete profile", del.query_async::<()>(&mut conn))
+            .await
     }
 
     /// Checks that Redis answers and still holds what this gateway wrote: the epoch read at connect.

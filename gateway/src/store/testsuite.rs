@@ -284,9 +284,16 @@ async fn profiles_round_trip_and_delete(store: &dyn ContextStore) {
         crm_fetched_at_ms: Some(1_700_000_000_000),
     };
     store.save_profile(&customer, &profile).await.unwrap();
-    assert_eq!(store.load_profile(&customer).await.unwrap(), Some(profile.clone()));
+    assert_eq!(
+        store.load_profile(&customer).await.unwrap(),
+        Some(profile.clone())
+    );
     let other = CustomerId::generate();
-    assert_eq!(store.load_profile(&other).await.unwrap(), None, "profiles are per customer");
+    assert_eq!(
+        store.load_profile(&other).await.unwrap(),
+        None,
+        "profiles are per customer"
+    );
     let changed = CustomerProfile {
         tier: Some("vip".into()),
         ..CustomerProfile::default()
@@ -308,7 +315,10 @@ async fn profiles_round_trip_and_delete(store: &dyn ContextStore) {
 /// Closing starts the retention clock and reopening stops it; neither touches what is stored now.
 async fn closing_and_reopening_keeps_the_log_readable(store: &dyn ContextStore) {
     let c = ConversationId::generate();
-    let first = store.append(&c, message("before close", Some("k-close"))).await.unwrap();
+    let first = store
+        .append(&c, message("before close", Some("k-close")))
+        .await
+        .unwrap();
     let mut record = ConversationRecord {
         id: c.clone(),
         customer: CustomerId::generate(),
@@ -327,8 +337,14 @@ async fn closing_and_reopening_keeps_the_log_readable(store: &dyn ContextStore) 
     record.closed_at_ms = None;
     store.save_conversation(&record).await.unwrap();
     assert_eq!(store.load_conversation(&c).await.unwrap(), Some(record));
-    let again = store.append(&c, message("before close", Some("k-close"))).await.unwrap();
-    assert!(matches!(again, Appended::Duplicate(_)), "idempotency keys survive a reopen");
+    let again = store
+        .append(&c, message("before close", Some("k-close")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Appended::Duplicate(_)),
+        "idempotency keys survive a reopen"
+    );
     assert_eq!(again.event(), first.event());
     assert_eq!(store.events_after(&c, View::Agent, 0, 10).await.unwrap().last, 2);
 }

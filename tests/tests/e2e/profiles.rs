@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use omnigate_config::{Config, Crm, CustomerRule, TierPolicy, Widget};
-use omnigate_tests::{agents, http_request, Agent, CrmScript, Customer, FakeCrm, RedisServer, TestGateway, CRM_SECRET};
+use omnigate_tests::{
+    agents, http_request, Agent, CrmScript, Customer, FakeCrm, RedisServer, TestGateway, CRM_SECRET,
+};
 use serde_json::{json, Value};
 
 /// A chat session from the widget `key`.
@@ -96,14 +98,15 @@ async fn a_rule_makes_a_vip_who_is_routed_ahead_of_earlier_standard_customers() 
     assert_eq!(offer["customer_profile"]["tags"], json!(["premium"]));
     assert_eq!(offer["customer_profile"]["risk_flags"], json!(["pep"]));
     agent.accept(&vip_conversation).await;
-    let assigned = agent
-        .ws
-        .recv_until(|f| f["op"] == "conversation.assigned")
-        .await;
+    let assigned = agent.ws.recv_until(|f| f["op"] == "conversation.assigned").await;
     assert_eq!(assigned["d"]["customer_profile"]["risk_flags"], json!(["pep"]));
     close(&mut agent, &vip_conversation).await;
     let offer = next_offer_frame(&mut agent).await;
-    assert_eq!(offer["conversation_id"], standard.as_str(), "then the earliest standard customer");
+    assert_eq!(
+        offer["conversation_id"],
+        standard.as_str(),
+        "then the earliest standard customer"
+    );
     assert_eq!(offer["customer_profile"]["tier"], Value::Null);
 }
 
@@ -137,12 +140,20 @@ async fn a_signed_crm_answer_fills_the_offer_sends_the_customer_to_the_rm_and_is
         json!({"tier": "vip", "tags": ["mortgage"], "language": "en", "relationship_manager": "agent-1", "risk_flags": ["fraud_watch"]})
     );
     assert!(
-        other.ws.quiet_for(Duration::from_millis(300)).await.is_none_or(|f| f["op"] != "offer"),
+        other
+            .ws
+            .quiet_for(Duration::from_millis(300))
+            .await
+            .is_none_or(|f| f["op"] != "offer"),
         "the relationship manager is offered first"
     );
     let requests = crm.requests().await;
     assert_eq!(requests.len(), 1, "{requests:?}");
-    assert_eq!(requests[0]["identities"], json!([]), "a web visitor brings no identity yet");
+    assert_eq!(
+        requests[0]["identities"],
+        json!([]),
+        "a web visitor brings no identity yet"
+    );
     assert!(crm.violations().await.is_empty(), "{:?}", crm.violations().await);
 
     // Reopened later: routed again with the cached answer, without asking the CRM.
@@ -200,7 +211,11 @@ async fn a_hanging_or_failing_crm_delays_the_offer_by_at_most_its_timeout() {
     let offer = next_offer_frame(&mut agent).await;
     assert_eq!(offer["conversation_id"], conversation.as_str());
     assert_eq!(offer["customer_profile"]["tier"], "vip", "the last good answer");
-    assert_eq!(crm.requests().await.len(), asked + 1, "the CRM was asked and failed");
+    assert_eq!(
+        crm.requests().await.len(),
+        asked + 1,
+        "the CRM was asked and failed"
+    );
     assert!(crm.violations().await.is_empty());
 }
 
@@ -243,7 +258,10 @@ async fn on_redis_closing_sets_the_retention_ttls_and_reopening_clears_them() {
     };
     let (log, cidx, idem, summary) = (key("log"), key("cidx"), key("idem"), key("summary"));
     let closed = log.replace(":log", ":closed");
-    assert!(ttl(&redis, &log) > 120, "an open conversation lives conversation_ttl_secs");
+    assert!(
+        ttl(&redis, &log) > 120,
+        "an open conversation lives conversation_ttl_secs"
+    );
 
     close(&mut agent, &conversation).await;
     for k in [&log, &cidx, &summary, &closed] {
@@ -266,7 +284,10 @@ async fn on_redis_closing_sets_the_retention_ttls_and_reopening_clears_them() {
 
     customer.say(Some(&conversation), "r-2", "reopen please").await;
     for k in [&log, &cidx, &summary, &idem] {
-        assert!(ttl(&redis, k) > 120, "{k} back on conversation_ttl_secs after reopen");
+        assert!(
+            ttl(&redis, k) > 120,
+            "{k} back on conversation_ttl_secs after reopen"
+        );
     }
     assert_eq!(redis.command(&format!("EXISTS {closed}")), ":0\r\n");
 }
@@ -320,7 +341,9 @@ async fn closed_conversations_leave_the_bus_after_their_window_and_the_memory_st
     let (status, page) = events_status(&gateway, customer, conversation).await;
     assert_eq!(status, 200);
     assert!(
-        page["events"].as_array().is_some_and(|e| e.iter().any(|e| e["type"] == "conversation.closed")),
+        page["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["type"] == "conversation.closed")),
         "{page}"
     );
     let send = json!({"conversation_id": conversation, "client_msg_id": "late", "content": {"type": "text", "text": "hello?"}});
