@@ -86,8 +86,9 @@ pub(super) struct BusActor {
     pub(super) self_tx: mpsc::WeakSender<Command>,
     /// The shutdown tree, for those tasks.
     pub(super) shutdown: Option<Shutdown>,
-    /// Closed conversations in order of when they may leave memory.
-    pub(super) evictions: VecDeque<(omnigate_router::Millis, ConversationId)>,
+    /// Closed conversations in order of when they may leave memory, with the `closed_at_ms` of the close
+    /// that listed them.
+    pub(super) evictions: VecDeque<(omnigate_router::Millis, ConversationId, u64)>,
 }
 
 pub(super) fn unavailable(error: impl std::fmt::Display) -> BusError {
@@ -164,7 +165,7 @@ impl BusActor {
         }
         loop {
             let router_due = self.router.next_deadline();
-            let evict_due = self.evictions.front().map(|(at, _)| *at);
+            let evict_due = self.evictions.front().map(|(at, _, _)| *at);
             let deadline = [router_due, self.positions_due, evict_due]
                 .into_iter()
                 .flatten()
@@ -402,6 +403,11 @@ impl BusActor {
             Participant::Customer(customer) => {
                 if let Some(entry) = self.customers.get_mut(&customer) {
                     entry.conns.retain(|c| c.id != conn_id);
+                    // Nothing left to resume into: the entry goes, so memory does not keep every customer
+                    // ever seen (its conversations left with eviction, `eviction.rs`).
+                    if entry.conns.is_empty() && entry.conversations.is_empty() {
+                        self.customers.remove(&customer);
+                    }
                 }
             }
             Participant::Agent(agent) => {

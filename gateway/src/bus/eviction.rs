@@ -12,34 +12,29 @@ use omnigate_router::Millis;
 use super::actor::BusActor;
 use super::conversation::Conversation;
 use super::Held;
-use crate::clock::unix_ms;
 use crate::store::{ConversationStatus, View};
 use crate::telemetry::metrics;
 
 impl BusActor {
-    /// Puts a just-closed conversation on the eviction list.
+    /// Puts a just-closed conversation on the eviction list, remembering which close this is.
     pub(super) fn schedule_eviction(&mut self, id: &ConversationId) {
+        let Some(closed_at) = self.conversations.get(id).and_then(|c| c.record.closed_at_ms) else {
+            return;
+        };
         let at = self.clock.now().plus_ms(self.settings.evict_after_ms);
-        self.evictions.push_back((at, id.clone()));
+        self.evictions.push_back((at, id.clone(), closed_at));
     }
 
-    /// Evicts every conversation due at `now` that is still closed and past its window (a reopened one stays;
-    /// one closed again is on the list again, later).
+    /// Evicts every conversation due at `now` that is still closed by the close it was listed for (a
+    /// reopened one stays; one closed again is listed again, later).
     pub(super) fn evict_due(&mut self, now: Millis) {
-        let now_ms = unix_ms();
         let mut evicted = 0;
-        while let Some((at, _)) = self.evictions.front() {
-            if *at > now {
-                break;
-            }
-            let Some((_, id)) = self.evictions.pop_front() else {
+        while self.evictions.front().is_some_and(|(at, _, _)| *at <= now) {
+            let Some((_, id, closed_at)) = self.evictions.pop_front() else {
                 break;
             };
             let evictable = self.conversations.get(&id).is_some_and(|c| {
-                !c.is_open()
-                    && c.offer.is_none()
-                    && now_ms.saturating_sub(c.record.closed_at_ms.unwrap_or(0))
-                        >= self.settings.evict_after_ms
+                !c.is_open() && c.offer.is_none() && c.record.closed_at_ms == Some(closed_at)
             });
             if !evictable {
                 continue;
@@ -58,11 +53,7 @@ impl BusActor {
             evicted += 1;
         }
         if evicted > 0 {
-            tracing::debug!(
-                evicted,
-                held = self.conversations.len(),
-                "closed conversations evicted"
-            );
+            tracing::debug!(evicted, held = self.conversations.len(), "closed conversations evicted");
             metrics::bus_evicted(evicted);
         }
         metrics::bus_conversations(self.conversations.len());

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use omnigate_config::{Config, Crm, CustomerRule, TierPolicy, Widget};
+use omnigate_gateway::bus::Held;
 use omnigate_tests::{
     agents, http_request, Agent, CrmScript, Customer, FakeCrm, RedisServer, TestGateway, CRM_SECRET,
 };
@@ -352,12 +353,23 @@ async fn closed_conversations_leave_the_bus_after_their_window_and_the_memory_st
     assert_eq!(refusal["d"]["code"], "conversation_closed", "{refusal}");
     let fresh = opens(customer, "e-new").await;
     assert_ne!(fresh, *conversation);
-    assert_eq!(agent.next_offer().await, fresh);
+    assert_eq!(agent.take_next().await, fresh);
+    close(&mut agent, &fresh).await;
 
     // After `closed_conversation_secs` the embedded store's sweep removes the log and the summary.
     let (customer, conversation) = &customers[1];
     omnigate_tests::assert_eventually!(
         events_status(&gateway, customer, conversation).await.0 == 404,
         "the swept conversation is gone"
+    );
+
+    // Customers who left, with nothing held for them, leave memory too.
+    for (customer, _) in customers {
+        customer.ws.close().await;
+    }
+    omnigate_tests::assert_eventually!(
+        gateway.bus.held().await.unwrap() == Held { conversations: 0, customers: 0 },
+        "nothing held once every conversation is closed and every customer gone: {:?}",
+        gateway.bus.held().await
     );
 }
