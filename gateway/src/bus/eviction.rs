@@ -53,7 +53,11 @@ impl BusActor {
             evicted += 1;
         }
         if evicted > 0 {
-            tracing::debug!(evicted, held = self.conversations.len(), "closed conversations evicted");
+            tracing::debug!(
+                evicted,
+                held = self.conversations.len(),
+                "closed conversations evicted"
+            );
             metrics::bus_evicted(evicted);
         }
         metrics::bus_conversations(self.conversations.len());

@@ -368,8 +368,75 @@ async fn closed_conversations_leave_the_bus_after_their_window_and_the_memory_st
         customer.ws.close().await;
     }
     omnigate_tests::assert_eventually!(
-        gateway.bus.held().await.unwrap() == Held { conversations: 0, customers: 0 },
+        gateway.bus.held().await.unwrap()
+            == Held {
+                conversations: 0,
+                customers: 0
+            },
         "nothing held once every conversation is closed and every customer gone: {:?}",
         gateway.bus.held().await
     );
+}
+
+#[tokio::test]
+async fn a_caller_number_rule_and_the_crm_see_the_identity_of_a_call() {
+    let receiver = omnigate_tests::FakeCtiReceiver::start().await;
+    let crm = FakeCrm::start(CrmScript::Answer(json!({"tags": ["mortgage"]}))).await;
+    let gateway = TestGateway::spawn_with(|c| {
+        c.channels.cti = Some(omnigate_config::Cti {
+            secret: omnigate_config::SecretString::from(omnigate_tests::CTI_SECRET.to_owned()),
+            previous_secret: None,
+            tenant: "acme".to_owned(),
+            connect_url: receiver.url(),
+            queue: String::new(),
+            reorder_gap_ms: 3_000,
+            max_body_bytes: 64 * 1024,
+        });
+        vip_tier(c, Vec::new());
+        c.customers.rules.push(CustomerRule {
+            identity_kind: Some("phone".to_owned()),
+            identity_prefix: Some("+8613800".to_owned()),
+            tier: Some("vip".to_owned()),
+            relationship_manager: Some("chen".to_owned()),
+            ..CustomerRule::default()
+        });
+        with_crm(c, &crm, 2_000, 3_600);
+    })
+    .await;
+    // lin has waited longest; chen is the caller's relationship manager.
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let mut chen = Agent::online(&gateway, "chen").await;
+    for (id, kind, seq, fields) in [
+        (
+            "evt_1",
+            "call.offered",
+            1,
+            r#"{"direction":"inbound","from":"+8613800138000","to":"+864000000000"}"#,
+        ),
+        ("evt_2", "call.queued", 2, r#"{"queue":"general"}"#),
+    ] {
+        let body = omnigate_tests::cti_event(id, kind, "call_rm", seq, fields);
+        let response =
+            omnigate_tests::post_cti_event(&gateway, id, &body, omnigate_tests::CTI_SECRET, None).await;
+        assert_eq!(response.status / 100, 2, "{id}: {}", response.body);
+    }
+    let offer = next_offer_frame(&mut chen).await;
+    assert_eq!(offer["channel"], "voice");
+    assert_eq!(offer["customer_profile"]["tier"], "vip", "{offer}");
+    assert_eq!(offer["customer_profile"]["relationship_manager"], "chen");
+    assert_eq!(
+        offer["customer_profile"]["tags"],
+        json!(["mortgage"]),
+        "the CRM's tags add to the rule's"
+    );
+    assert!(lin
+        .ws
+        .quiet_for(Duration::from_millis(300))
+        .await
+        .is_none_or(|f| f["op"] != "offer"));
+    let requests = crm.requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["identities"][0]["kind"], "phone");
+    assert_eq!(requests[0]["identities"][0]["value"], "+8613800138000");
+    assert!(crm.violations().await.is_empty());
 }
