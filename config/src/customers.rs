@@ -309,6 +309,29 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_in_the_demo_file_loads_and_validates() {
+        let demo = crate::DEFAULT_CONFIG_TOML;
+        let start = demo
+            .find("# [customers]")
+            .expect("customers example in the demo file");
+        let example: String = demo[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')))
+            .filter(|l| !l.starts_with("An optional CRM") && !l.starts_with("slow or failing"))
+            .map(|l| l.replace("whsec_...", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = format!("{demo}\n{example}\n");
+        let config = crate::load_from_str(Some(&text), &std::collections::BTreeMap::new()).expect("loads");
+        config.validate().expect("the example is valid");
+        assert_eq!(config.customers.rules.len(), 2);
+        assert_eq!(config.customers.tiers["vip"].priority, 5);
+        assert!(config.customers.crm.is_some());
+        assert_eq!(config.retention.idempotency_after_close_secs, 86_400);
+    }
+
+    #[test]
     fn retention_checks_its_interval_and_the_idempotency_window() {
         let mut out = Vec::new();
         Retention {

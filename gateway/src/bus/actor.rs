@@ -671,6 +671,7 @@ impl BusActor {
         self.save(&id).await;
         self.open_conversations += 1;
         metrics::conversations_open(self.open_conversations);
+        metrics::bus_conversations(self.conversations.len());
         Ok(id)
     }
 
