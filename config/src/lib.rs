@@ -11,6 +11,7 @@
 //! - `model.rs`: the `Config` tree and its defaults
 //! - `channels.rs`: channel connectors and the outbox
 //! - `app.rs`: the mobile app channel and its push webhook
+//! - `customers.rs`: customer profiles (rules, tiers, CRM lookup) and retention
 //! - `routing.rs`: queues, skills and routing policy (consumed by `omnigate-router`)
 //! - `load.rs`: layering of file and environment
 //! - `validate.rs`: whole-tree checks
@@ -18,6 +19,7 @@
 
 mod app;
 mod channels;
+mod customers;
 mod error;
 mod load;
 mod model;
@@ -29,6 +31,7 @@ pub use app::{App, Push};
 pub use channels::{
     Channels, Cti, Outbox, SmsProvider, SmsUplink, TwilioAccount, WechatAccount, WecomAccount,
 };
+pub use customers::{Crm, CustomerRule, Customers, Retention, TierPolicy, IDENTITY_KINDS};
 pub use error::{ConfigError, ValidationErrors};
 pub use load::{load, load_from_str, DEFAULT_CONFIG_TOML};
 pub use model::*;

@@ -5,6 +5,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::channels::Channels;
+use crate::customers::{Customers, Retention};
 use crate::routing::{AgentConfig, Routing};
 
 /// The whole configuration of one gateway process.
@@ -33,6 +34,10 @@ pub struct Config {
     pub log: Log,
     /// Channel connectors (WeChat, SMS) and the outbound outbox.
     pub channels: Channels,
+    /// Customer profiles: rules, tiers and the CRM lookup.
+    pub customers: Customers,
+    /// How long data is kept, per kind.
+    pub retention: Retention,
 }
 
 impl Default for Config {
@@ -49,6 +54,8 @@ impl Default for Config {
             routing: Routing::default(),
             log: Log::default(),
             channels: Channels::default(),
+            customers: Customers::default(),
+            retention: Retention::default(),
         }
     }
 }

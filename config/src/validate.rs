@@ -170,6 +170,9 @@ impl Config {
         }
 
         self.channels.check(&mut problem);
+        let agent_ids: Vec<&str> = self.agents.iter().map(|a| a.id.as_str()).collect();
+        self.customers.check(&agent_ids, &mut problem);
+        self.retention.check(&mut problem);
         self.routing.validate(&mut problems);
 
         if problems.is_empty() {

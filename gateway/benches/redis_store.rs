@@ -127,7 +127,8 @@ async fn bare_caller(conn: ConnectionManager, append: Arc<Script>, page: Arc<Scr
     let customer = CustomerId::generate();
     for i in 0..ops {
         // Formatted per message, as a client serving many conversations must.
-        let keys = ["log", "cidx", "idem"].map(|part| format!("bare:conv:{{{conversation}}}:{part}"));
+        let keys =
+            ["log", "cidx", "idem", "closed"].map(|part| format!("bare:conv:{{{conversation}}}:{part}"));
         // The same bytes the store sends, formatted by hand.
         let body = format!(
             r#""at_ms":{},"actor":{{"type":"customer","id":"{customer}"}},"kind":{{"type":"message.created","message_id":"{}","client_msg_id":"m-{i}","content":{{"type":"text","text":"{TEXT}"}}}}}}"#,
@@ -138,6 +139,7 @@ async fn bare_caller(conn: ConnectionManager, append: Arc<Script>, page: Arc<Scr
             .key(&keys[0])
             .key(&keys[1])
             .key(&keys[2])
+            .key(&keys[3])
             .arg(format!("customer:{customer}:m-{i}"))
             .arg("1")
             .arg(body)
@@ -195,6 +197,7 @@ fn main() {
                 command_timeout: Duration::from_secs(2),
                 conversation_ttl_secs: 0,
                 identity_ttl_secs: 0,
+                retention: Default::default(),
             })
             .await
             .expect("store connects"),

@@ -13,6 +13,7 @@
 //! - `app/`: the mobile app channel: app credentials, the bank-signed identity, offline push
 //! - `channels/`: channel connectors' IO: webhooks, provider clients, the outbound outbox
 //! - `store/`: the context store trait and backends
+//! - `customers/`: customer profiles for routing: config rules, tiers, the CRM lookup
 //! - `protocol/`: frames of chat protocol v1 and the agent protocol
 //! - `ws/`: websocket sessions with their limits
 //! - `http/`: REST endpoints, the admin listener, `ApiError`
@@ -24,6 +25,7 @@ pub mod bus;
 pub mod channels;
 pub mod cli;
 pub mod clock;
+pub mod customers;
 pub mod http;
 pub mod protocol;
 pub mod shutdown;

@@ -16,9 +16,10 @@ use crate::auth::{Claims, Role, TokenAuthority};
 use crate::bus::{Bus, BusSettings, ChannelOutbound};
 use crate::channels::{self, ChannelParts};
 use crate::clock::unix_ms;
+use crate::customers::Profiles;
 use crate::http::{admin_app, public_app, AppState, Settings};
 use crate::shutdown::Shutdown;
-use crate::store::{ContextStore, MemoryStore, RedisSettings, RedisStore};
+use crate::store::{sweep_until_stopped, ContextStore, MemoryStore, RedisSettings, RedisStore, Retention};
 use crate::telemetry;
 
 /// A built gateway: listeners bound, session bus running, not yet serving.
@@ -43,12 +44,20 @@ impl Gateway {
     /// # Errors
     /// A listener cannot be bound, the store cannot be opened, or the routing configuration is unusable.
     pub async fn build(config: Config) -> anyhow::Result<Gateway> {
+        let retention = Retention::from_config(&config.retention);
+        let mut memory = None;
         let store: Arc<dyn ContextStore> = match config.store.backend {
-            StoreBackend::Memory => Arc::new(MemoryStore::new()),
+            StoreBackend::Memory => {
+                let store = Arc::new(MemoryStore::with_retention(retention));
+                memory = Some(Arc::clone(&store));
+                store
+            }
             StoreBackend::Redis => Arc::new(
-                RedisStore::connect(RedisSettings::from_config(&config.store))
-                    .await
-                    .context("store.backend = \"redis\": redis must be reachable at start")?,
+                RedisStore::connect(
+                    RedisSettings::from_config(&config.store).with_retention(&config.retention),
+                )
+                .await
+                .context("store.backend = \"redis\": redis must be reachable at start")?,
             ),
         };
         let router = Router::new(&config.routing).context("routing configuration")?;
@@ -80,6 +89,10 @@ impl Gateway {
         };
         telemetry::prometheus();
         let shutdown = Shutdown::new();
+        if let Some(memory) = memory {
+            let every = Duration::from_secs(config.retention.sweep_interval_secs);
+            shutdown.spawn(sweep_until_stopped(memory, every, shutdown.root().clone()));
+        }
         let (outbox_handle, outbox) = channels::outbox();
         let has_channels = !config.channels.wechat.is_empty()
             || !config.channels.twilio.is_empty()
@@ -103,6 +116,12 @@ impl Gateway {
             push,
             position_message_thresholds: config.routing.position_message_thresholds.clone(),
             position_message: config.routing.position_message.clone(),
+            profiles: Arc::new(Profiles::from_config(&config.customers).context("customers configuration")?),
+            evict_after_ms: (config
+                .conversations
+                .reopen_window_secs
+                .max(config.routing.wrap_up_secs))
+            .saturating_mul(1000),
         };
         let bus = Bus::start(settings, router, Arc::clone(&store), &shutdown);
         let tokens = TokenAuthority::new(&config.auth.jwt_secret);
@@ -154,6 +173,12 @@ impl Gateway {
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The session bus (tests look at what it holds in memory).
+    #[cfg(feature = "test-util")]
+    pub fn bus(&self) -> crate::bus::Bus {
+        self.state.bus.clone()
     }
 
     /// The shutdown tree; `begin()` on it stops the gateway like a signal would.

@@ -18,6 +18,8 @@ pub struct TestGateway {
     pub public: SocketAddr,
     /// Admin listener.
     pub admin: SocketAddr,
+    /// The session bus, to look at what it holds in memory.
+    pub bus: omnigate_gateway::bus::Bus,
     shutdown: Shutdown,
     tokens: BTreeMap<String, String>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -88,12 +90,14 @@ impl TestGateway {
         let public = gateway.public_addr();
         let admin = gateway.admin_addr();
         let shutdown = gateway.shutdown();
+        let bus = gateway.bus();
         #[allow(clippy::disallowed_methods)]
         // the harness runs the gateway as a whole; it is not one of its tasks
         let task = tokio::spawn(gateway.run_until_stopped(std::future::pending()));
         TestGateway {
             public,
             admin,
+            bus,
             shutdown,
             tokens,
             task: Some(task),

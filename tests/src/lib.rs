@@ -10,6 +10,7 @@
 //! - `redis.rs`: [`RedisServer`], a `redis-server` of the test's own
 //! - `fake_wechat.rs`: [`FakeWechat`], the WeChat API on loopback, checking every request
 //! - `fake_twilio.rs`: [`FakeTwilio`], the Twilio Messages API on loopback, and signed Twilio webhooks
+//! - `fake_crm.rs`: [`FakeCrm`], the CRM profile webhook on loopback, checking signatures
 //! - `fake_cti.rs`: [`FakeCtiReceiver`] for the connect-agent webhook, and signed `cti-webhook/1` events
 //! - `fake_push.rs`: [`FakePush`], the bank's push service on loopback, checking every signed `push.requested`
 //! - `fake_bank.rs`: the bank's app config, its signed identity tokens, app sessions and device calls
@@ -18,6 +19,7 @@
 
 mod client;
 mod fake_bank;
+mod fake_crm;
 mod fake_cti;
 mod fake_push;
 mod fake_twilio;
@@ -33,6 +35,7 @@ pub use fake_bank::{
     app_config, app_customer, app_session, devices_request, identity_claims, identity_token_hs256,
     identity_token_rs256, APP_ID, APP_KEY, BANK_AUDIENCE, BANK_ISSUER, BANK_RS256_PUBLIC, BANK_SECRET,
 };
+pub use fake_crm::{CrmScript, FakeCrm, CRM_SECRET};
 pub use fake_cti::{cti_event, post_cti_event, FakeCtiReceiver, CTI_SECRET, CTI_TENANT};
 pub use fake_push::{FakePush, PUSH_SECRET};
 pub use fake_twilio::{

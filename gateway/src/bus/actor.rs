@@ -16,6 +16,7 @@ use super::{
 };
 use crate::clock::{unix_ms, RouterClock};
 use crate::protocol::{self, TransferTo};
+use crate::shutdown::Shutdown;
 use crate::store::{
     Actor, Appended, ContextStore, ConversationRecord, ConversationStatus, EventKind, NewEvent, StoredEvent,
     View,
@@ -44,6 +45,11 @@ pub struct BusSettings {
     pub position_message_thresholds: Vec<u32>,
     /// The position message template (`{position}`, `{minutes}`).
     pub position_message: String,
+    /// Customer profiles: rules, tiers, the CRM lookup.
+    pub profiles: Arc<crate::customers::Profiles>,
+    /// A closed conversation leaves the bus's memory this long after its close (at least the reopen window
+    /// and the wrap-up time); a later message reloads it from the store or starts a new one.
+    pub evict_after_ms: u64,
 }
 
 #[derive(Debug)]
@@ -77,6 +83,14 @@ pub(super) struct BusActor {
     open_conversations: usize,
     /// When waiting customers are next told their positions (set after a routing change).
     pub(super) positions_due: Option<omnigate_router::Millis>,
+    /// The bus's own queue, for tasks that report back (CRM lookups); weak so the bus still stops when every
+    /// handle is gone.
+    pub(super) self_tx: mpsc::WeakSender<Command>,
+    /// The shutdown tree, for those tasks.
+    pub(super) shutdown: Option<Shutdown>,
+    /// Closed conversations in order of when they may leave memory, with the `closed_at_ms` of the close
+    /// that listed them.
+    pub(super) evictions: VecDeque<(omnigate_router::Millis, ConversationId, u64)>,
 }
 
 pub(super) fn unavailable(error: impl std::fmt::Display) -> BusError {
@@ -131,7 +145,17 @@ impl BusActor {
             queued: BTreeSet::new(),
             open_conversations: 0,
             positions_due: None,
+            self_tx: mpsc::channel(1).0.downgrade(),
+            shutdown: None,
+            evictions: VecDeque::new(),
         }
+    }
+
+    /// Gives the actor its own queue and the shutdown tree, for the tasks it starts.
+    pub(super) fn with_runtime(mut self, self_tx: mpsc::WeakSender<Command>, shutdown: Shutdown) -> BusActor {
+        self.self_tx = self_tx;
+        self.shutdown = Some(shutdown);
+        self
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>, stop: CancellationToken) {
@@ -143,11 +167,12 @@ impl BusActor {
         }
         loop {
             let router_due = self.router.next_deadline();
-            let deadline = match (router_due, self.positions_due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-            .map(|at| self.clock.instant(at));
+            let evict_due = self.evictions.front().map(|(at, _, _)| *at);
+            let deadline = [router_due, self.positions_due, evict_due]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| self.clock.instant(at));
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -166,6 +191,9 @@ impl BusActor {
                     }
                     if self.positions_due.is_some_and(|at| at <= now) {
                         self.push_positions().await;
+                    }
+                    if evict_due.is_some_and(|at| at <= now) {
+                        self.evict_due(now);
                     }
                 }
             }
@@ -275,7 +303,10 @@ impl BusActor {
                 who,
                 conversation,
                 reply,
-            } => drop(reply.send(self.access(&who, &conversation))),
+            } => {
+                self.reload(&conversation).await;
+                drop(reply.send(self.access(&who, &conversation)));
+            }
             Command::ChannelInbound { inbound, reply } => {
                 drop(reply.send(self.channel_inbound(inbound).await));
             }
@@ -284,6 +315,11 @@ impl BusActor {
                 update,
                 reply,
             } => drop(reply.send(self.delivery_updated(conversation, update).await)),
+            Command::ProfileAnswered {
+                conversation,
+                profile,
+            } => self.profile_answered(conversation, profile).await,
+            Command::Held { reply } => drop(reply.send(Ok(self.held()))),
         }
     }
 
@@ -369,6 +405,11 @@ impl BusActor {
             Participant::Customer(customer) => {
                 if let Some(entry) = self.customers.get_mut(&customer) {
                     entry.conns.retain(|c| c.id != conn_id);
+                    // Nothing left to resume into: the entry goes, so memory does not keep every customer
+                    // ever seen (its conversations left with eviction, `eviction.rs`).
+                    if entry.conns.is_empty() && entry.conversations.is_empty() {
+                        self.customers.remove(&customer);
+                    }
                 }
             }
             Participant::Agent(agent) => {
@@ -517,6 +558,9 @@ impl BusActor {
     ) -> Result<SendAck, BusError> {
         let now_ms = unix_ms();
         let window = self.settings.reopen_window_ms;
+        if let Some(id) = &requested {
+            self.reload(id).await;
+        }
         let target = match requested {
             Some(id) => {
                 let conv = self
@@ -630,6 +674,7 @@ impl BusActor {
         self.save(&id).await;
         self.open_conversations += 1;
         metrics::conversations_open(self.open_conversations);
+        metrics::bus_conversations(self.conversations.len());
         Ok(id)
     }
 
@@ -637,6 +682,8 @@ impl BusActor {
         if let Some(conv) = self.conversations.get_mut(id) {
             conv.record.status = ConversationStatus::New;
             conv.record.closed_at_ms = None;
+            // Looked at again: the CRM's answer may have expired, the attributes changed.
+            conv.profile_state = super::conversation::ProfileState::Unknown;
         }
         self.open_conversations += 1;
         metrics::conversations_open(self.open_conversations);
@@ -647,6 +694,10 @@ impl BusActor {
 
     /// Puts a conversation into routing: logs `queued`, then lets the router decide.
     pub(super) async fn enqueue(&mut self, id: &ConversationId) {
+        if !self.profile_ready(id).await {
+            // Routed when the CRM lookup answers or fails (`profile.rs`), at most its timeout from now.
+            return;
+        }
         let Some(conv) = self.conversations.get_mut(id) else {
             return;
         };
@@ -665,6 +716,7 @@ impl BusActor {
         for (key, value) in &attributes {
             spec = spec.with_attribute(key, value);
         }
+        let spec = self.with_profile(id, spec, now);
         self.queued.insert(id.clone());
         if let Err(error) = self
             .append(id, Actor::System, EventKind::Queued { queue }, None)
@@ -1003,6 +1055,7 @@ impl BusActor {
         }
         self.release_agent(&agent, &id, None);
         self.save(&id).await;
+        self.schedule_eviction(&id);
         self.route_checked(Event::TaskCompleted(TaskId(id.to_string())))
             .await?;
         self.open_conversation_closed();
@@ -1106,6 +1159,7 @@ impl BusActor {
             "customer_id": conv.record.customer,
             "preview": conv.preview,
             "attributes": conv.attributes,
+            "customer_profile": conv.profile.for_agents(),
             "expires_in_ms": expires_at.since(now),
         }))
     }

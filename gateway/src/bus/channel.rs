@@ -127,6 +127,9 @@ impl BusActor {
                 false,
             )
             .await?;
+        if let Some(conv) = self.conversations.get_mut(&ack.conversation) {
+            conv.identity.get_or_insert_with(|| message.from.clone());
+        }
         self.add_attributes_and_route(&ack.conversation, attributes, route)
             .await;
         let message_id = MessageId::parse(&ack.message_id)

@@ -2,9 +2,21 @@
 
 use std::collections::BTreeMap;
 
+use omnigate_connectors::model::Identity;
 use omnigate_router::Millis;
 
-use crate::store::{ConversationRecord, ConversationStatus};
+use crate::store::{ConversationRecord, ConversationStatus, CustomerProfile};
+
+/// Where the customer profile of a conversation about to be routed stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ProfileState {
+    /// Not looked at since the conversation last entered routing.
+    Unknown,
+    /// A CRM lookup runs; routing waits for it (at most the CRM timeout).
+    Pending,
+    /// `profile` is what routing uses.
+    Ready,
+}
 
 /// What the bus keeps about a conversation between events.
 #[derive(Debug, Clone)]
@@ -33,6 +45,12 @@ pub(super) struct Conversation {
     pub(super) position_message_at: Option<u32>,
     /// Routing attributes gathered before routing (a call's IVR digits and intent), shown in the offer.
     pub(super) attributes: BTreeMap<String, String>,
+    /// The identity the customer wrote from, when the channel gives one (profile rules, CRM lookup).
+    pub(super) identity: Option<Identity>,
+    /// The customer's profile as routing used it (rules and stored/CRM data), shown in offers.
+    pub(super) profile: CustomerProfile,
+    /// Whether `profile` is ready for routing.
+    pub(super) profile_state: ProfileState,
 }
 
 impl Conversation {
@@ -51,6 +69,9 @@ impl Conversation {
             told_position: None,
             position_message_at: None,
             attributes: BTreeMap::new(),
+            identity: None,
+            profile: CustomerProfile::default(),
+            profile_state: ProfileState::Unknown,
         }
     }
 

@@ -265,6 +265,7 @@ impl BusActor {
             "channel": conv.record.channel,
             "queue": conv.record.queue,
             "customer_id": conv.record.customer,
+            "customer_profile": conv.profile.for_agents(),
             "last_seq": conv.last_seq,
         });
         self.queued.remove(&id);
@@ -348,6 +349,7 @@ impl BusActor {
             outcome: outcome_name(outcome).to_owned(),
             reason: end_reason(reason).to_owned(),
         };
+        self.schedule_eviction(&id);
         self.append(&id, Actor::System, kind, None).await?;
         self.save(&id).await;
         Ok(())

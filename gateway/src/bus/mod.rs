@@ -12,11 +12,15 @@
 //! - `conversation.rs`: the in-memory summary of one conversation
 //! - `channel.rs`: channel connectors on the bus: inbound messages, the outbound hand-off, delivery states
 //! - `push.rs`: telling the push worker about app customers' messages and acks
+//! - `profile.rs`: customer profiles (rules, the CRM lookup off the loop) feeding routing
+//! - `eviction.rs`: closed conversations leave memory after their reopen window
 
 mod actor;
 mod channel;
 mod conversation;
 mod decisions;
+mod eviction;
+mod profile;
 mod push;
 
 use std::collections::BTreeMap;
@@ -284,6 +288,25 @@ pub(crate) enum Command {
         update: DeliveryUpdate,
         reply: Reply<()>,
     },
+    /// A CRM lookup the bus started has ended (`None`: nothing usable).
+    ProfileAnswered {
+        conversation: ConversationId,
+        profile: Option<crate::store::CustomerProfile>,
+    },
+    /// How much the bus holds in memory (tests).
+    #[cfg_attr(not(any(test, feature = "test-util")), allow(dead_code))]
+    Held {
+        reply: Reply<Held>,
+    },
+}
+
+/// What the bus holds in memory: it must not grow with closed conversations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Conversations (open, and closed within their reopen window).
+    pub conversations: usize,
+    /// Customers with a connection or a conversation held.
+    pub customers: usize,
 }
 
 /// What an agent sends.
@@ -308,7 +331,8 @@ impl Bus {
         shutdown: &Shutdown,
     ) -> Bus {
         let (tx, rx) = mpsc::channel(4096);
-        let actor = actor::BusActor::new(settings, router, store);
+        let actor =
+            actor::BusActor::new(settings, router, store).with_runtime(tx.downgrade(), shutdown.clone());
         let stop = shutdown.root().clone();
         shutdown.spawn(actor.run(rx, stop));
         Bus { tx }
@@ -583,6 +607,15 @@ impl Bus {
             reply,
         })
         .await
+    }
+
+    /// How many conversations and customers the bus holds in memory.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the bus stopped.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn held(&self) -> Result<Held, BusError> {
+        self.call(|reply| Command::Held { reply }).await
     }
 
     /// Which view of the conversation the participant may read.

@@ -361,7 +361,9 @@ mod tests {
 
     use super::*;
     use crate::bus::BusSettings;
-    use crate::store::{Appended, ConversationRecord, EventPage, MemoryStore, NewEvent, StoreError, View};
+    use crate::store::{
+        Appended, ConversationRecord, CustomerProfile, EventPage, MemoryStore, NewEvent, StoreError, View,
+    };
 
     /// Resolves customers, then refuses every write: the store went down mid-request.
     #[derive(Debug, Default)]
@@ -413,6 +415,15 @@ mod tests {
         async fn devices(&self, c: &CustomerId) -> Result<Vec<crate::store::Device>, StoreError> {
             self.0.devices(c).await
         }
+        async fn save_profile(&self, _: &CustomerId, _: &CustomerProfile) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn load_profile(&self, c: &CustomerId) -> Result<Option<CustomerProfile>, StoreError> {
+            self.0.load_profile(c).await
+        }
+        async fn delete_profile(&self, _: &CustomerId) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
         }
@@ -433,6 +444,8 @@ mod tests {
             push: None,
             position_message_thresholds: Vec::new(),
             position_message: String::new(),
+            profiles: Arc::default(),
+            evict_after_ms: 1_000,
         };
         let bus = Bus::start(
             settings,

@@ -7,8 +7,12 @@ use dashmap::DashMap;
 use omnigate_connectors::model::{ConversationId, CustomerId, Identity, IdentityKind};
 use tokio::sync::Mutex;
 
-use super::{Appended, ContextStore, ConversationRecord, EventPage, NewEvent, StoreError, StoredEvent, View};
+use super::{
+    Appended, ContextStore, ConversationRecord, ConversationStatus, CustomerProfile, EventPage, NewEvent,
+    Retention, StoreError, StoredEvent, Swept, View,
+};
 use super::{Device, PushPlatform};
+use crate::clock::unix_ms;
 
 /// In-memory [`ContextStore`].
 #[derive(Debug, Default)]
@@ -18,6 +22,9 @@ pub struct MemoryStore {
     identities: DashMap<(IdentityKind, String), CustomerId>,
     /// Devices by owner, and each device's owner; both change under the `devices` lock.
     devices: Mutex<Devices>,
+    /// Profiles with the unix ms of their last save.
+    profiles: DashMap<CustomerId, (CustomerProfile, u64)>,
+    retention: Retention,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +45,57 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// An empty store whose [`MemoryStore::sweep`] applies `retention`.
+    pub fn with_retention(retention: Retention) -> MemoryStore {
+        MemoryStore {
+            retention,
+            ..MemoryStore::default()
+        }
+    }
+
+    /// Removes what has outlived its retention at `now_ms` (unix ms): closed conversations (log and summary),
+    /// closed conversations' idempotency keys, profiles. A reopened conversation is not closed, so it stays.
+    pub fn sweep(&self, now_ms: u64) -> Swept {
+        let mut swept = Swept::default();
+        let ttl_ms = self.retention.closed_conversation_secs.saturating_mul(1000);
+        let idem_ms = self.retention.idempotency_after_close_secs.saturating_mul(1000);
+        let closed: Vec<(ConversationId, u64)> = self
+            .conversations
+            .iter()
+            .filter(|r| r.status == ConversationStatus::Closed)
+            .filter_map(|r| Some((r.id.clone(), r.closed_at_ms?)))
+            .collect();
+        for (id, closed_at) in closed {
+            let age = now_ms.saturating_sub(closed_at);
+            if ttl_ms > 0 && age >= ttl_ms {
+                // Removed only if still closed: a reopen between the scan and here keeps it.
+                if self
+                    .conversations
+                    .remove_if(&id, |_, r| r.status == ConversationStatus::Closed)
+                    .is_some()
+                {
+                    self.logs.remove(&id);
+                    swept.conversations += 1;
+                }
+            } else if idem_ms > 0 && age >= idem_ms {
+                if let Some(mut log) = self.logs.get_mut(&id) {
+                    if !log.idempotency.is_empty() {
+                        log.idempotency.clear();
+                        swept.idempotency_keys += 1;
+                    }
+                }
+            }
+        }
+        let profile_ms = self.retention.profile_secs.saturating_mul(1000);
+        if profile_ms > 0 {
+            let before = self.profiles.len();
+            self.profiles
+                .retain(|_, (_, saved)| now_ms.saturating_sub(*saved) < profile_ms);
+            swept.profiles = before - self.profiles.len();
+        }
+        swept
     }
 }
 
@@ -193,6 +251,21 @@ impl ContextStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn save_profile(&self, customer: &CustomerId, profile: &CustomerProfile) -> Result<(), StoreError> {
+        self.profiles
+            .insert(customer.clone(), (profile.clone(), unix_ms()));
+        Ok(())
+    }
+
+    async fn load_profile(&self, customer: &CustomerId) -> Result<Option<CustomerProfile>, StoreError> {
+        Ok(self.profiles.get(customer).map(|p| p.0.clone()))
+    }
+
+    async fn delete_profile(&self, customer: &CustomerId) -> Result<(), StoreError> {
+        self.profiles.remove(customer);
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -200,6 +273,94 @@ impl ContextStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use omnigate_connectors::model::{Channel, Content, MessageId};
+
+    use super::*;
+    use crate::store::{Actor, EventKind};
+
+    fn record(status: ConversationStatus, closed_at_ms: Option<u64>) -> ConversationRecord {
+        ConversationRecord {
+            id: ConversationId::generate(),
+            customer: CustomerId::generate(),
+            channel: Channel::Web,
+            queue: "general".into(),
+            status,
+            agent: None,
+            created_at_ms: 0,
+            closed_at_ms,
+        }
+    }
+
+    fn keyed(key: &str) -> NewEvent {
+        NewEvent {
+            at_ms: 1,
+            actor: Actor::System,
+            kind: EventKind::Message {
+                message_id: MessageId::generate(),
+                client_msg_id: key.to_owned(),
+                content: Content::Text { text: "hi".into() },
+            },
+            idempotency_key: Some(key.to_owned()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_what_outlived_its_retention_and_nothing_else() {
+        let store = MemoryStore::with_retention(Retention {
+            closed_conversation_secs: 100,
+            idempotency_after_close_secs: 10,
+            profile_secs: 50,
+        });
+        let old = record(ConversationStatus::Closed, Some(1_000));
+        let recent = record(ConversationStatus::Closed, Some(95_000));
+        let open = record(ConversationStatus::Assigned, None);
+        for r in [&old, &recent, &open] {
+            store.save_conversation(r).await.unwrap();
+            store.append(&r.id, keyed("k")).await.unwrap();
+        }
+        store
+            .save_profile(&old.customer, &CustomerProfile::default())
+            .await
+            .unwrap();
+        let saved_at = store.profiles.get(&old.customer).unwrap().1;
+
+        // 101 s after the old close, 6 s after the recent one.
+        let swept = store.sweep(101_000);
+        assert_eq!((swept.conversations, swept.idempotency_keys), (1, 0));
+        assert_eq!(store.load_conversation(&old.id).await.unwrap(), None);
+        assert_eq!(
+            store.events_after(&old.id, View::Agent, 0, 5).await.unwrap().last,
+            0
+        );
+        assert!(store.load_conversation(&recent.id).await.unwrap().is_some());
+        assert!(store.load_conversation(&open.id).await.unwrap().is_some());
+
+        // 11 s after the recent close: its idempotency keys go, its log stays.
+        let swept = store.sweep(106_000);
+        assert_eq!((swept.conversations, swept.idempotency_keys), (0, 1));
+        assert!(matches!(
+            store.append(&recent.id, keyed("k")).await.unwrap(),
+            Appended::New(_)
+        ));
+        assert!(matches!(
+            store.append(&open.id, keyed("k")).await.unwrap(),
+            Appended::Duplicate(_)
+        ));
+
+        assert_eq!(store.sweep(saved_at + 49_000).profiles, 0);
+        assert_eq!(store.sweep(saved_at + 50_000).profiles, 1);
+        assert_eq!(store.load_profile(&old.customer).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn zero_retention_keeps_everything() {
+        let store = MemoryStore::new();
+        let old = record(ConversationStatus::Closed, Some(0));
+        store.save_conversation(&old).await.unwrap();
+        assert!(!store.sweep(u64::MAX).any());
+        assert!(store.load_conversation(&old.id).await.unwrap().is_some());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn memory_store_passes_the_conformance_suite() {
         super::super::testsuite::run(std::sync::Arc::new(super::MemoryStore::new())).await;

@@ -8,13 +8,17 @@
 //! - `event.rs`: the immutable event record
 //! - `device.rs`: app devices registered for push
 //! - `memory.rs`: the embedded backend (default)
+//! - `profile.rs`: the customer profile record
+//! - `retention.rs`: TTLs per kind of data and the embedded backend's sweeper
 //! - `redis.rs`: the Redis backend, shared by several gateway processes (`docs/redis.md`)
 //! - `testsuite.rs`: the conformance suite every backend passes (behind the `test-util` feature)
 
 mod device;
 mod event;
 mod memory;
+mod profile;
 mod redis;
+mod retention;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testsuite;
 
@@ -35,6 +39,8 @@ pub use self::redis::{RedisSettings, RedisStore};
 pub use device::{Device, PushPlatform};
 pub use event::{Actor, EventKind, NewEvent, OfferExplanation, StoredEvent};
 pub use memory::MemoryStore;
+pub use profile::CustomerProfile;
+pub use retention::{sweep_until_stopped, Retention, Swept};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,6 +209,24 @@ pub trait ContextStore: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`], [`StoreError::Corrupt`].
     async fn devices(&self, customer: &CustomerId) -> Result<Vec<Device>, StoreError>;
+
+    /// Saves a customer's profile (replacing the one stored). It expires `profile_secs` after the save.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn save_profile(&self, customer: &CustomerId, profile: &CustomerProfile) -> Result<(), StoreError>;
+
+    /// Loads a customer's profile, `None` when none is stored (or it expired).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], [`StoreError::Corrupt`].
+    async fn load_profile(&self, customer: &CustomerId) -> Result<Option<CustomerProfile>, StoreError>;
+
+    /// Deletes a customer's profile (erasure); deleting a missing profile succeeds.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn delete_profile(&self, customer: &CustomerId) -> Result<(), StoreError>;
 
     /// Checks the backend answers.
     ///

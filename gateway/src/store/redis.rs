@@ -16,15 +16,15 @@ use redis::{ErrorKind, RedisError, RedisResult, Script};
 use serde::Serialize;
 
 use super::{
-    Actor, Appended, ContextStore, ConversationRecord, EventKind, EventPage, NewEvent, StoreError,
-    StoredEvent, View,
+    Actor, Appended, ContextStore, ConversationRecord, ConversationStatus, CustomerProfile, EventKind,
+    EventPage, NewEvent, StoreError, StoredEvent, View,
 };
 use super::{Device, PushPlatform};
 
 /// Marks errors the scripts raise on data they cannot make sense of (reported as [`StoreError::Corrupt`]).
 const CORRUPT_MARKER: &str = "OGCORRUPT";
 
-/// Appends one event. KEYS: log, customer index, idempotency hash. ARGV: idempotency key (empty for none),
+/// Appends one event. KEYS: log, customer index, idempotency hash, closed marker. ARGV: idempotency key (empty for none),
 /// `1` when the customer sees the event, the event's JSON after its numbering (without the opening brace),
 /// TTL in seconds (0 keeps the keys). Returns `{1, seq, customer_seq or 0, ''}` for a new event (the caller
 /// has the rest of it) and `{0, 0, 0, original}` for a duplicate.
@@ -54,7 +54,8 @@ if key ~= '' then
   redis.call('HSET', KEYS[3], key, seq)
 end
 local ttl = tonumber(ARGV[4])
-if ttl > 0 then
+-- A closed conversation keeps the retention TTL its close set (a read watermark after close must not renew it).
+if ttl > 0 and redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('EXPIRE', KEYS[3], ttl)
@@ -116,6 +117,34 @@ end
 return out
 "#;
 
+/// Saves a conversation's summary and sets the TTLs of its keys for its state, so that closing starts the
+/// retention clock and reopening stops it. KEYS: summary, log, customer index, idempotency hash, closed
+/// marker. ARGV: the summary's JSON, `1` when closed, TTL of summary, log and index (0 removes any TTL),
+/// TTL of the idempotency hash (0 removes any TTL).
+pub(crate) const SAVE_LUA: &str = r#"
+local ttl = tonumber(ARGV[3])
+local idem = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+if ARGV[2] == '1' then
+  if ttl > 0 then
+    redis.call('SET', KEYS[5], '1', 'EX', ttl)
+  else
+    redis.call('SET', KEYS[5], '1')
+  end
+else
+  redis.call('DEL', KEYS[5])
+end
+for i = 2, 3 do
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
+end
+if idem > 0 then redis.call('EXPIRE', KEYS[4], idem) else redis.call('PERSIST', KEYS[4]) end
+return 1
+"#;
+
 /// The most events one page may ask for; larger limits are clamped (Lua numbers are doubles).
 const MAX_PAGE: usize = 1 << 30;
 
@@ -134,6 +163,8 @@ pub struct RedisSettings {
     pub conversation_ttl_secs: u64,
     /// Identity keys expire this long after their last resolution; 0 keeps them.
     pub identity_ttl_secs: u64,
+    /// How long closed conversations and profiles are kept (`[retention]`).
+    pub retention: super::Retention,
 }
 
 impl RedisSettings {
@@ -146,7 +177,14 @@ impl RedisSettings {
             command_timeout: Duration::from_millis(store.command_timeout_ms),
             conversation_ttl_secs: store.conversation_ttl_secs,
             identity_ttl_secs: store.identity_ttl_secs,
+            retention: super::Retention::default(),
         }
+    }
+
+    /// These settings with the `[retention]` section's TTLs.
+    pub fn with_retention(mut self, retention: &omnigate_config::Retention) -> RedisSettings {
+        self.retention = super::Retention::from_config(retention);
+        self
     }
 }
 
@@ -158,6 +196,7 @@ pub struct RedisStore {
     page: Script,
     register_device: Script,
     unregister_device: Script,
+    save: Script,
     /// The value of `<prefix>epoch` when this store connected: if Redis loses it (a restart without
     /// persistence, a flush), it lost the logs this gateway's state refers to.
     epoch: String,
@@ -223,6 +262,7 @@ impl RedisStore {
             page: Script::new(PAGE_LUA),
             register_device: Script::new(REGISTER_DEVICE_LUA),
             unregister_device: Script::new(UNREGISTER_DEVICE_LUA),
+            save: Script::new(SAVE_LUA),
             epoch: String::new(),
         };
         // The first gateway on an empty Redis sets the epoch; the others adopt it.
@@ -254,6 +294,28 @@ impl RedisStore {
         )
     }
 
+    /// TTLs (conversation keys, idempotency hash) for an open or closed conversation: an open one lives
+    /// `conversation_ttl_secs` after its last write; a closed one `closed_conversation_secs` after the close
+    /// (or as an open one when retention keeps it). 0 means no TTL.
+    fn ttls(&self, closed: bool) -> (u64, u64) {
+        let open = self.settings.conversation_ttl_secs;
+        if !closed {
+            return (open, open);
+        }
+        let retention = &self.settings.retention;
+        let ttl = if retention.closed_conversation_secs > 0 {
+            retention.closed_conversation_secs
+        } else {
+            open
+        };
+        let idem = if retention.idempotency_after_close_secs > 0 {
+            retention.idempotency_after_close_secs
+        } else {
+            ttl
+        };
+        (ttl, idem)
+    }
+
     fn epoch_key(&self) -> String {
         format!("{}epoch", self.settings.key_prefix)
     }
@@ -279,6 +341,11 @@ impl RedisStore {
 /// one slot, as its scripts require.
 fn conversation_key(prefix: &str, id: &ConversationId, part: &str) -> String {
     format!("{prefix}conv:{{{id}}}:{part}")
+}
+
+/// `<prefix>cust:{<id>}:profile`; the hash tag keeps a customer's keys in one slot.
+fn profile_key(prefix: &str, customer: &CustomerId) -> String {
+    format!("{prefix}cust:{{{customer}}}:profile")
 }
 
 /// `<prefix>ident:<kind>:<value>`, the kind as it is spelled in JSON (`wechat_open_id`).
@@ -318,6 +385,7 @@ impl ContextStore for RedisStore {
             .key(self.conversation_key(conversation, "log"))
             .key(self.conversation_key(conversation, "cidx"))
             .key(self.conversation_key(conversation, "idem"))
+            .key(self.conversation_key(conversation, "closed"))
             .arg(event.idempotency_key.as_deref().unwrap_or(""))
             .arg(if event.kind.customer_visible() { "1" } else { "0" })
             .arg(body)
@@ -397,13 +465,21 @@ impl ContextStore for RedisStore {
     async fn save_conversation(&self, record: &ConversationRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record)
             .map_err(|error| StoreError::Corrupt(format!("conversation does not serialize: {error}")))?;
-        let mut set = redis::cmd("SET");
-        set.arg(self.conversation_key(&record.id, "summary")).arg(json);
-        if self.settings.conversation_ttl_secs > 0 {
-            set.arg("EX").arg(self.settings.conversation_ttl_secs);
-        }
+        let closed = record.status == ConversationStatus::Closed;
+        let (ttl, idem_ttl) = self.ttls(closed);
+        let mut invocation = self.save.prepare_invoke();
+        invocation
+            .key(self.conversation_key(&record.id, "summary"))
+            .key(self.conversation_key(&record.id, "log"))
+            .key(self.conversation_key(&record.id, "cidx"))
+            .key(self.conversation_key(&record.id, "idem"))
+            .key(self.conversation_key(&record.id, "closed"))
+            .arg(json)
+            .arg(if closed { "1" } else { "0" })
+            .arg(ttl)
+            .arg(idem_ttl);
         let mut conn = self.conn.clone();
-        self.bounded("save conversation", set.query_async::<()>(&mut conn))
+        self.bounded("save conversation", invocation.invoke_async::<()>(&mut conn))
             .await
     }
 
@@ -500,6 +576,40 @@ impl ContextStore for RedisStore {
         Ok(devices)
     }
 
+    async fn save_profile(&self, customer: &CustomerId, profile: &CustomerProfile) -> Result<(), StoreError> {
+        let json = serde_json::to_string(profile)
+            .map_err(|error| StoreError::Corrupt(format!("profile does not serialize: {error}")))?;
+        let mut set = redis::cmd("SET");
+        set.arg(profile_key(&self.settings.key_prefix, customer))
+            .arg(json);
+        if self.settings.retention.profile_secs > 0 {
+            set.arg("EX").arg(self.settings.retention.profile_secs);
+        }
+        let mut conn = self.conn.clone();
+        self.bounded("save profile", set.query_async::<()>(&mut conn))
+            .await
+    }
+
+    async fn load_profile(&self, customer: &CustomerId) -> Result<Option<CustomerProfile>, StoreError> {
+        let mut get = redis::cmd("GET");
+        get.arg(profile_key(&self.settings.key_prefix, customer));
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = self.bounded("load profile", get.query_async(&mut conn)).await?;
+        raw.map(|raw| {
+            serde_json::from_str(&raw)
+                .map_err(|error| StoreError::Corrupt(format!("customer profile: {error}")))
+        })
+        .transpose()
+    }
+
+    async fn delete_profile(&self, customer: &CustomerId) -> Result<(), StoreError> {
+        let mut del = redis::cmd("DEL");
+        del.arg(profile_key(&self.settings.key_prefix, customer));
+        let mut conn = self.conn.clone();
+        self.bounded("delete profile", del.query_async::<()>(&mut conn))
+            .await
+    }
+
     /// Checks that Redis answers and still holds what this gateway wrote: the epoch read at connect.
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
@@ -532,6 +642,7 @@ mod tests {
             command_timeout: Duration::from_millis(100),
             conversation_ttl_secs: 0,
             identity_ttl_secs: 0,
+            retention: super::super::Retention::default(),
         }
     }
 

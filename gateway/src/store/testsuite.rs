@@ -1,5 +1,5 @@
 //! The conformance suite every [`ContextStore`] backend must pass: numbering, idempotency, paging,
-//! identities, summaries, and the same under concurrent callers.
+//! identities, summaries, profiles, close and reopen, and the same under concurrent callers.
 //!
 //! The memory backend runs it in the gateway's unit tests; the Redis backend runs it in `omnigate-tests`,
 //! which starts its own `redis-server` (hence the `test-util` feature).
@@ -54,6 +54,8 @@ pub async fn run(store: Arc<dyn ContextStore>) {
     pages_respect_position_and_limit(&*store).await;
     identities_resolve_to_one_customer(&*store).await;
     conversation_records_round_trip(&*store).await;
+    profiles_round_trip_and_delete(&*store).await;
+    closing_and_reopening_keeps_the_log_readable(&*store).await;
     concurrent_appends_are_gapless_and_unique(&store).await;
     concurrent_retries_store_one_event(&store).await;
     concurrent_resolutions_create_one_customer(&store).await;
@@ -355,4 +357,81 @@ async fn a_device_raced_for_ends_with_one_customer(store: &Arc<dyn ContextStore>
         holders += devices.iter().filter(|d| d.token == token).count();
     }
     assert_eq!(holders, 1, "one customer holds the raced token");
+}
+
+async fn profiles_round_trip_and_delete(store: &dyn ContextStore) {
+    let customer = CustomerId::generate();
+    assert_eq!(store.load_profile(&customer).await.unwrap(), None);
+    let profile = CustomerProfile {
+        tier: Some("private_banking".into()),
+        tags: ["mortgage".to_owned(), "family".to_owned()].into(),
+        language: Some("zh".into()),
+        relationship_manager: Some("lin".into()),
+        risk_flags: ["pep".to_owned()].into(),
+        crm_fetched_at_ms: Some(1_700_000_000_000),
+    };
+    store.save_profile(&customer, &profile).await.unwrap();
+    assert_eq!(
+        store.load_profile(&customer).await.unwrap(),
+        Some(profile.clone())
+    );
+    let other = CustomerId::generate();
+    assert_eq!(
+        store.load_profile(&other).await.unwrap(),
+        None,
+        "profiles are per customer"
+    );
+    let changed = CustomerProfile {
+        tier: Some("vip".into()),
+        ..CustomerProfile::default()
+    };
+    store.save_profile(&customer, &changed).await.unwrap();
+    assert_eq!(
+        store.load_profile(&customer).await.unwrap(),
+        Some(changed),
+        "a save replaces the profile"
+    );
+    store.delete_profile(&customer).await.unwrap();
+    assert_eq!(store.load_profile(&customer).await.unwrap(), None);
+    store
+        .delete_profile(&customer)
+        .await
+        .expect("deleting a missing profile succeeds");
+}
+
+/// Closing starts the retention clock and reopening stops it; neither touches what is stored now.
+async fn closing_and_reopening_keeps_the_log_readable(store: &dyn ContextStore) {
+    let c = ConversationId::generate();
+    let first = store
+        .append(&c, message("before close", Some("k-close")))
+        .await
+        .unwrap();
+    let mut record = ConversationRecord {
+        id: c.clone(),
+        customer: CustomerId::generate(),
+        channel: Channel::Web,
+        queue: "general".into(),
+        status: ConversationStatus::Closed,
+        agent: None,
+        created_at_ms: 1,
+        closed_at_ms: Some(2),
+    };
+    store.save_conversation(&record).await.unwrap();
+    assert_eq!(store.load_conversation(&c).await.unwrap(), Some(record.clone()));
+    let after = store.append(&c, message("after close", None)).await.unwrap();
+    assert_eq!(after.event().seq, 2);
+    record.status = ConversationStatus::New;
+    record.closed_at_ms = None;
+    store.save_conversation(&record).await.unwrap();
+    assert_eq!(store.load_conversation(&c).await.unwrap(), Some(record));
+    let again = store
+        .append(&c, message("before close", Some("k-close")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Appended::Duplicate(_)),
+        "idempotency keys survive a reopen"
+    );
+    assert_eq!(again.event(), first.event());
+    assert_eq!(store.events_after(&c, View::Agent, 0, 10).await.unwrap().last, 2);
 }

@@ -21,6 +21,10 @@ const CHANNEL_DELIVERY: &str = "omnigate_channel_delivery_updates_total";
 const CHANNEL_TOKEN_REFRESHES: &str = "omnigate_channel_token_refreshes_total";
 const CHANNEL_TOKEN_REFUSED: &str = "omnigate_channel_token_refused_total";
 const PUSH_REQUESTS: &str = "omnigate_push_requests_total";
+const CRM_LOOKUPS: &str = "omnigate_crm_lookups_total";
+const RETENTION_SWEPT: &str = "omnigate_retention_swept_total";
+const BUS_CONVERSATIONS: &str = "omnigate_bus_conversations";
+const BUS_EVICTIONS: &str = "omnigate_bus_evictions_total";
 
 pub(crate) fn describe_all() {
     describe_counter!(
@@ -61,6 +65,50 @@ pub(crate) fn describe_all() {
         CHANNEL_TOKEN_REFUSED,
         "provider calls refused for a stale access token by channel"
     );
+    describe_counter!(
+        CRM_LOOKUPS,
+        "customer profile lookups by outcome (cached, ok, error, timeout)"
+    );
+    describe_counter!(
+        RETENTION_SWEPT,
+        "data removed by the embedded store's retention sweep, by kind"
+    );
+    describe_gauge!(
+        BUS_CONVERSATIONS,
+        "conversations the session bus holds in memory (open and recently closed)"
+    );
+    describe_counter!(
+        BUS_EVICTIONS,
+        "closed conversations evicted from the session bus after their reopen window"
+    );
+}
+
+/// A customer profile lookup ended (`outcome`: `cached`, `ok`, `error`, `timeout`).
+pub fn crm_lookup(outcome: &'static str) {
+    counter!(CRM_LOOKUPS, "outcome" => outcome).increment(1);
+}
+
+/// The embedded store's retention sweep removed `swept`.
+pub fn retention_swept(swept: &crate::store::Swept) {
+    for (kind, n) in [
+        ("conversations", swept.conversations),
+        ("idempotency_keys", swept.idempotency_keys),
+        ("profiles", swept.profiles),
+    ] {
+        if n > 0 {
+            counter!(RETENTION_SWEPT, "kind" => kind).increment(n as u64);
+        }
+    }
+}
+
+/// The session bus now holds `count` conversations in memory.
+pub fn bus_conversations(count: usize) {
+    gauge!(BUS_CONVERSATIONS).set(count as f64);
+}
+
+/// The session bus evicted `count` closed conversations.
+pub fn bus_evicted(count: usize) {
+    counter!(BUS_EVICTIONS).increment(count as u64);
 }
 
 /// A socket opened (`role`: `customer` or `agent`).

@@ -9,6 +9,7 @@ mod conversation;
 mod cti;
 mod delivery;
 mod parallel;
+mod profiles;
 mod redis;
 mod routing;
 mod sms_uplink;

@@ -15,6 +15,7 @@ fn settings(redis: &RedisServer, prefix: &str) -> RedisSettings {
         command_timeout: Duration::from_secs(2),
         conversation_ttl_secs: 3600,
         identity_ttl_secs: 3600,
+        retention: Default::default(),
     }
 }
 
