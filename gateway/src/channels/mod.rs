@@ -361,7 +361,10 @@ mod tests {
 
     use super::*;
     use crate::bus::BusSettings;
-    use crate::store::{Appended, ConversationRecord, EventPage, MemoryStore, NewEvent, StoreError, View};
+    use crate::store::{
+        Appended, AuditEntry, ConversationHistory, ConversationRecord, ErasureReport, EventPage, GraphChange,
+        LinkRecord, MemoryStore, NewEvent, StoreError, View,
+    };
 
     /// Resolves customers, then refuses every write: the store went down mid-request.
     #[derive(Debug, Default)]
@@ -398,6 +401,56 @@ mod tests {
         }
         async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
             self.0.resolve_customer(identity).await
+        }
+        async fn resolve_verified(&self, identities: &[Identity]) -> Result<CustomerId, StoreError> {
+            self.0.resolve_verified(identities).await
+        }
+        async fn canonical_customer(&self, c: &CustomerId) -> Result<CustomerId, StoreError> {
+            self.0.canonical_customer(c).await
+        }
+        async fn link_identity(
+            &self,
+            c: &CustomerId,
+            i: &Identity,
+            g: &GraphChange,
+        ) -> Result<CustomerId, StoreError> {
+            self.0.link_identity(c, i, g).await
+        }
+        async fn unlink_identity(
+            &self,
+            i: &Identity,
+            g: &GraphChange,
+        ) -> Result<Option<CustomerId>, StoreError> {
+            self.0.unlink_identity(i, g).await
+        }
+        async fn identities_of(&self, c: &CustomerId) -> Result<Vec<Identity>, StoreError> {
+            self.0.identities_of(c).await
+        }
+        async fn link_history(&self, c: &CustomerId) -> Result<Vec<LinkRecord>, StoreError> {
+            self.0.link_history(c).await
+        }
+        async fn customer_conversations(
+            &self,
+            c: &CustomerId,
+        ) -> Result<Vec<ConversationRecord>, StoreError> {
+            self.0.customer_conversations(c).await
+        }
+        async fn customer_history(
+            &self,
+            c: &CustomerId,
+            n: usize,
+            m: usize,
+        ) -> Result<Vec<ConversationHistory>, StoreError> {
+            self.0.customer_history(c, n, m).await
+        }
+        async fn erase_customer(&self, c: &CustomerId) -> Result<ErasureReport, StoreError> {
+            self.0.erase_customer(c).await
+        }
+        async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+            self.0.append_audit(e).await
+        }
+        async fn audit_entries(&self, l: usize) -> Result<Vec<AuditEntry>, StoreError> {
+            self.0.audit_entries(l).await
         }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())

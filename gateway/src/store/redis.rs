@@ -16,8 +16,8 @@ use redis::{ErrorKind, RedisError, RedisResult, Script};
 use serde::Serialize;
 
 use super::{
-    Actor, Appended, ContextStore, ConversationRecord, EventKind, EventPage, NewEvent, StoreError,
-    StoredEvent, View,
+    Actor, Appended, AuditEntry, ContextStore, ConversationHistory, ConversationRecord, ErasureReport,
+    EventKind, EventPage, GraphChange, LinkRecord, NewEvent, StoreError, StoredEvent, View,
 };
 
 /// Marks errors the scripts raise on data they cannot make sense of (reported as [`StoreError::Corrupt`]).
@@ -127,8 +127,9 @@ impl RedisSettings {
 
 /// [`ContextStore`] on Redis.
 pub struct RedisStore {
-    conn: ConnectionManager,
-    settings: RedisSettings,
+    pub(super) conn: ConnectionManager,
+    pub(super) settings: RedisSettings,
+    pub(super) graph: super::redis_graph::GraphScripts,
     append: Script,
     page: Script,
     /// The value of `<prefix>epoch` when this store connected: if Redis loses it (a restart without
@@ -192,6 +193,7 @@ impl RedisStore {
         let mut store = RedisStore {
             conn,
             settings,
+            graph: super::redis_graph::GraphScripts::new(),
             append: Script::new(APPEND_LUA),
             page: Script::new(PAGE_LUA),
             epoch: String::new(),
@@ -215,7 +217,7 @@ impl RedisStore {
     }
 
     /// Runs one Redis call within the command timeout, turning its failure into a [`StoreError`].
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         what: &'static str,
         call: impl Future<Output = RedisResult<T>>,
@@ -235,15 +237,6 @@ impl RedisStore {
 /// one slot, as its scripts require.
 fn conversation_key(prefix: &str, id: &ConversationId, part: &str) -> String {
     format!("{prefix}conv:{{{id}}}:{part}")
-}
-
-/// `<prefix>ident:<kind>:<value>`, the kind as it is spelled in JSON (`wechat_open_id`).
-fn identity_key(prefix: &str, identity: &Identity) -> String {
-    let kind = serde_json::to_value(identity.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{:?}", identity.kind));
-    format!("{prefix}ident:{kind}:{}", identity.value)
 }
 
 fn classify(what: &str, error: &RedisError) -> StoreError {
@@ -351,15 +344,7 @@ impl ContextStore for RedisStore {
     }
 
     async fn save_conversation(&self, record: &ConversationRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record)
-            .map_err(|error| StoreError::Corrupt(format!("conversation does not serialize: {error}")))?;
-        let mut set = redis::cmd("SET");
-        set.arg(self.conversation_key(&record.id, "summary")).arg(json);
-        if self.settings.conversation_ttl_secs > 0 {
-            set.arg("EX").arg(self.settings.conversation_ttl_secs);
-        }
-        let mut conn = self.conn.clone();
-        self.bounded("save conversation", set.query_async::<()>(&mut conn))
+        self.graph_save(self.conversation_key(&record.id, "summary"), record)
             .await
     }
 
@@ -378,31 +363,76 @@ impl ContextStore for RedisStore {
     }
 
     async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
-        let key = identity_key(&self.settings.key_prefix, identity);
-        let candidate = CustomerId::generate();
-        // Find-or-create in one atomic command: SET NX GET sets the candidate only when the identity is
-        // new and returns the customer already there otherwise, so racing resolvers agree.
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(&key)
-            .arg(candidate.as_str())
-            .arg("NX")
-            .arg("GET");
-        if self.settings.identity_ttl_secs > 0 {
-            pipe.cmd("EXPIRE")
-                .arg(&key)
-                .arg(self.settings.identity_ttl_secs)
-                .ignore();
+        self.graph_resolve(identity).await
+    }
+
+    async fn resolve_verified(&self, identities: &[Identity]) -> Result<CustomerId, StoreError> {
+        self.graph_resolve_verified(identities).await
+    }
+
+    async fn canonical_customer(&self, customer: &CustomerId) -> Result<CustomerId, StoreError> {
+        self.graph_canonical(customer).await
+    }
+
+    async fn link_identity(
+        &self,
+        customer: &CustomerId,
+        identity: &Identity,
+        change: &GraphChange,
+    ) -> Result<CustomerId, StoreError> {
+        self.graph_link(customer, identity, change).await
+    }
+
+    async fn unlink_identity(
+        &self,
+        identity: &Identity,
+        change: &GraphChange,
+    ) -> Result<Option<CustomerId>, StoreError> {
+        self.graph_unlink(identity, change).await
+    }
+
+    async fn identities_of(&self, customer: &CustomerId) -> Result<Vec<Identity>, StoreError> {
+        self.graph_identities(customer).await
+    }
+
+    async fn link_history(&self, customer: &CustomerId) -> Result<Vec<LinkRecord>, StoreError> {
+        self.graph_links(customer).await
+    }
+
+    async fn customer_conversations(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        Ok(self
+            .graph_history(customer, 0, 0)
+            .await?
+            .into_iter()
+            .map(|h| h.record)
+            .collect())
+    }
+
+    async fn customer_history(
+        &self,
+        customer: &CustomerId,
+        conversations: usize,
+        messages: usize,
+    ) -> Result<Vec<ConversationHistory>, StoreError> {
+        if conversations == 0 {
+            return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
-        let (existing,): (Option<String>,) = self
-            .bounded("resolve customer", pipe.query_async(&mut conn))
-            .await?;
-        match existing {
-            None => Ok(candidate),
-            Some(existing) => CustomerId::parse(&existing)
-                .map_err(|error| StoreError::Corrupt(format!("customer of identity: {error}"))),
-        }
+        self.graph_history(customer, conversations, messages).await
+    }
+
+    async fn erase_customer(&self, customer: &CustomerId) -> Result<ErasureReport, StoreError> {
+        self.graph_erase(customer).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.graph_append_audit(entry).await
+    }
+
+    async fn audit_entries(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.graph_audit(limit).await
     }
 
     /// Checks that Redis answers and still holds what this gateway wrote: the epoch read at connect.
@@ -486,6 +516,12 @@ mod tests {
             value: "o-1".to_owned(),
             verified: false,
         };
-        assert_eq!(identity_key("og:", &identity), "og:ident:wechat_open_id:o-1");
+        assert_eq!(
+            format!(
+                "og:ident:{}",
+                super::super::redis_graph::identity_field(&identity)
+            ),
+            "og:ident:wechat_open_id:o-1"
+        );
     }
 }
