@@ -10,6 +10,7 @@
 //! - `startup.rs`: [`Gateway`]: build (binds), run until stopped
 //! - `shutdown.rs`: the one shutdown tree
 //! - `bus/`: the session bus actor
+//! - `customers/`: customers across channels: history on accept, identity links, erasure
 //! - `channels/`: channel connectors' IO: webhooks, provider clients, the outbound outbox
 //! - `store/`: the context store trait and backends
 //! - `protocol/`: frames of chat protocol v1 and the agent protocol
@@ -22,6 +23,7 @@ pub mod bus;
 pub mod channels;
 pub mod cli;
 pub mod clock;
+pub mod customers;
 pub mod http;
 pub mod protocol;
 pub mod shutdown;

@@ -93,6 +93,7 @@ impl Gateway {
             outbound,
             position_message_thresholds: config.routing.position_message_thresholds.clone(),
             position_message: config.routing.position_message.clone(),
+            linked_preferred_agent_ms: config.conversations.linked_preferred_agent_secs * 1000,
         };
         let bus = Bus::start(settings, router, Arc::clone(&store), &shutdown);
         let tokens = TokenAuthority::new(&config.auth.jwt_secret);

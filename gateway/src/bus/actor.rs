@@ -42,6 +42,8 @@ pub struct BusSettings {
     pub position_message_thresholds: Vec<u32>,
     /// The position message template (`{position}`, `{minutes}`).
     pub position_message: String,
+    /// How long a new conversation linked to an open one prefers that one's agent.
+    pub linked_preferred_agent_ms: u64,
 }
 
 #[derive(Debug)]
@@ -282,6 +284,16 @@ impl BusActor {
                 update,
                 reply,
             } => drop(reply.send(self.delivery_updated(conversation, update).await)),
+            Command::CustomerOf {
+                agent,
+                conversation,
+                reply,
+            } => drop(reply.send(self.customer_of(&agent, &conversation))),
+            Command::Forget {
+                customer,
+                conversations,
+                reply,
+            } => drop(reply.send(Ok(self.forget(customer, conversations).await))),
         }
     }
 
@@ -627,6 +639,7 @@ impl BusActor {
         self.save(&id).await;
         self.open_conversations += 1;
         metrics::conversations_open(self.open_conversations);
+        self.link_to_open(customer, &id).await;
         Ok(id)
     }
 
@@ -644,6 +657,7 @@ impl BusActor {
 
     /// Puts a conversation into routing: logs `queued`, then lets the router decide.
     pub(super) async fn enqueue(&mut self, id: &ConversationId) {
+        let linked_agent = self.linked_agent(id);
         let Some(conv) = self.conversations.get_mut(id) else {
             return;
         };
@@ -651,10 +665,11 @@ impl BusActor {
         let queue = conv.record.queue.clone();
         let attributes = conv.attributes.clone();
         let now = self.clock.now();
-        let preferred = conv
-            .last_agent
-            .clone()
-            .map(|a| (AgentId(a), now.plus_ms(self.settings.reopen_window_ms)));
+        let preferred = match (conv.last_agent.clone(), linked_agent) {
+            (Some(a), _) => Some((AgentId(a), now.plus_ms(self.settings.reopen_window_ms))),
+            (None, Some(a)) => Some((AgentId(a), now.plus_ms(self.settings.linked_preferred_agent_ms))),
+            (None, None) => None,
+        };
         let mut spec = TaskSpec::new(TaskId(id.to_string()), &queue, media_of(conv.record.channel), now);
         if let Some((agent, until)) = preferred {
             spec = spec.with_preferred_agent(agent, until);
@@ -1094,6 +1109,7 @@ impl BusActor {
             "customer_id": conv.record.customer,
             "preview": conv.preview,
             "attributes": conv.attributes,
+            "linked_conversation_id": conv.linked,
             "expires_in_ms": expires_at.since(now),
         }))
     }

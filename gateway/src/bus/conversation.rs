@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use omnigate_connectors::model::ConversationId;
 use omnigate_router::Millis;
 
 use crate::store::{ConversationRecord, ConversationStatus};
@@ -33,6 +34,8 @@ pub(super) struct Conversation {
     pub(super) position_message_at: Option<u32>,
     /// Routing attributes gathered before routing (a call's IVR digits and intent), shown in the offer.
     pub(super) attributes: BTreeMap<String, String>,
+    /// The customer's conversation that was open when this one started (its agent is preferred).
+    pub(super) linked: Option<ConversationId>,
 }
 
 impl Conversation {
@@ -51,6 +54,7 @@ impl Conversation {
             told_position: None,
             position_message_at: None,
             attributes: BTreeMap::new(),
+            linked: None,
         }
     }
 

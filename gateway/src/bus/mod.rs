@@ -11,10 +11,12 @@
 //! - `decisions.rs`: executing the router's decisions
 //! - `conversation.rs`: the in-memory summary of one conversation
 //! - `channel.rs`: channel connectors on the bus: inbound messages, the outbound hand-off, delivery states
+//! - `customer.rs`: customers across channels: linked conversations, whose customer, erasure
 
 mod actor;
 mod channel;
 mod conversation;
+mod customer;
 mod decisions;
 
 use std::collections::BTreeMap;
@@ -281,6 +283,16 @@ pub(crate) enum Command {
         conversation: ConversationId,
         update: DeliveryUpdate,
         reply: Reply<()>,
+    },
+    CustomerOf {
+        agent: String,
+        conversation: ConversationId,
+        reply: Reply<CustomerId>,
+    },
+    Forget {
+        customer: CustomerId,
+        conversations: Vec<ConversationId>,
+        reply: Reply<usize>,
     },
 }
 
@@ -578,6 +590,41 @@ impl Bus {
         self.call(|reply| Command::Delivery {
             conversation,
             update,
+            reply,
+        })
+        .await
+    }
+
+    /// The customer of a conversation the agent is offered or assigned.
+    ///
+    /// # Errors
+    /// [`BusError::NotFound`], or [`BusError::NotAllowed`] when the agent has no offer or assignment of it.
+    pub async fn customer_of(
+        &self,
+        agent: String,
+        conversation: ConversationId,
+    ) -> Result<CustomerId, BusError> {
+        self.call(|reply| Command::CustomerOf {
+            agent,
+            conversation,
+            reply,
+        })
+        .await
+    }
+
+    /// Closes the open ones of an erased customer's conversations (disposition `erased`), then forgets
+    /// them and the customer (its sockets close with 4010). Returns how many were open.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the bus stopped.
+    pub async fn forget_customer(
+        &self,
+        customer: CustomerId,
+        conversations: Vec<ConversationId>,
+    ) -> Result<usize, BusError> {
+        self.call(|reply| Command::Forget {
+            customer,
+            conversations,
             reply,
         })
         .await

@@ -471,6 +471,7 @@ mod tests {
             outbound: None,
             position_message_thresholds: Vec::new(),
             position_message: String::new(),
+            linked_preferred_agent_ms: 0,
         };
         let bus = Bus::start(
             settings,

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use omnigate_connectors::model::Content;
+use omnigate_connectors::model::{Content, IdentityKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -144,6 +144,28 @@ pub enum ClientOp {
         /// Disposition code.
         disposition: String,
     },
+    /// Agents: link an identity to the customer of a conversation they are offered or assigned.
+    CustomerLink {
+        /// Conversation.
+        conversation_id: String,
+        /// The identity's kind.
+        kind: IdentityKind,
+        /// The identity's value.
+        value: String,
+        /// Why (required, recorded in the customer's link history).
+        reason: String,
+    },
+    /// Agents: unlink an identity from that customer (it gets a customer of its own).
+    CustomerUnlink {
+        /// Conversation.
+        conversation_id: String,
+        /// The identity's kind.
+        kind: IdentityKind,
+        /// The identity's value.
+        value: String,
+        /// Why (required, recorded in the customer's link history).
+        reason: String,
+    },
     /// Agents: transfer.
     Transfer {
         /// Conversation.
@@ -230,6 +252,22 @@ struct CloseD {
     conversation_id: String,
     #[serde(default)]
     disposition: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityD {
+    kind: IdentityKind,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkD {
+    conversation_id: String,
+    identity: IdentityD,
+    #[serde(default)]
+    reason: String,
 }
 
 #[derive(Deserialize)]
@@ -363,6 +401,39 @@ pub fn parse_frame(text: &str, agent: bool) -> Result<ClientFrame, FrameError> {
                 conversation_id: t.conversation_id,
                 to,
                 reason: t.reason,
+            }
+        }
+        "customer.link" | "customer.unlink" => {
+            let l: LinkD = payload(op, d)?;
+            if l.reason.trim().is_empty() {
+                return Err(FrameError::InvalidFrame {
+                    op: op.to_owned(),
+                    reason: "reason is required".to_owned(),
+                });
+            }
+            if l.identity.value.is_empty()
+                || l.identity.value.len() > 256
+                || l.identity.value.chars().any(char::is_control)
+            {
+                return Err(FrameError::InvalidFrame {
+                    op: op.to_owned(),
+                    reason: "identity.value must be 1..=256 bytes of text".to_owned(),
+                });
+            }
+            if op == "customer.link" {
+                ClientOp::CustomerLink {
+                    conversation_id: l.conversation_id,
+                    kind: l.identity.kind,
+                    value: l.identity.value,
+                    reason: l.reason,
+                }
+            } else {
+                ClientOp::CustomerUnlink {
+                    conversation_id: l.conversation_id,
+                    kind: l.identity.kind,
+                    value: l.identity.value,
+                    reason: l.reason,
+                }
             }
         }
         _ => return Err(FrameError::UnknownOp(truncate(op))),

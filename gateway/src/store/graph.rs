@@ -101,6 +101,8 @@ pub struct ConversationHistory {
     pub messages: Vec<StoredEvent>,
     /// The disposition of its last close, if it was ever closed.
     pub disposition: Option<String>,
+    /// The agent it was last assigned to (the summary forgets the agent at close).
+    pub agent: Option<String>,
 }
 
 /// How far back history reads scan each log for messages and the last close.

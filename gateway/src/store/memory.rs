@@ -219,12 +219,16 @@ impl ContextStore for MemoryStore {
             };
             let mut tail = Vec::new();
             let mut disposition = None;
+            let mut agent = None;
             if let Some(log) = self.logs.get(&id) {
                 for event in log.events.iter().rev().take(HISTORY_SCAN_EVENTS) {
                     match &event.kind {
                         EventKind::Message { .. } if tail.len() < messages => tail.push(event.clone()),
                         EventKind::Closed { disposition: d } if disposition.is_none() => {
                             disposition = Some(d.clone());
+                        }
+                        EventKind::Assigned { agent_id, .. } if agent.is_none() => {
+                            agent = Some(agent_id.clone())
                         }
                         _ => {}
                     }
@@ -235,6 +239,7 @@ impl ContextStore for MemoryStore {
                 record,
                 messages: tail,
                 disposition,
+                agent,
             });
         }
         Ok(history)

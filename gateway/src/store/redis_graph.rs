@@ -157,7 +157,7 @@ return 1
 "#;
 
 /// ARGV: prefix, customer, conversations (0: all), messages, events scanned. Per conversation, newest
-/// first: `{summary, last close event or '', newest message, …}`.
+/// first: `{summary, last close event or '', last assignment event or '', newest message, …}`.
 const HISTORY: &str = r#"
 local c = canon(ARGV[2])
 local want, messages, scan = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -167,7 +167,7 @@ for _, id in ipairs(redis.call('ZREVRANGE', cust(c, 'convs'), 0, -1)) do
   local conv = P .. 'conv:{' .. id .. '}:'
   local summary = redis.call('GET', conv .. 'summary')
   if summary then
-    local entry = {summary, ''}
+    local entry = {summary, '', ''}
     if messages > 0 then
       local events = redis.call('LRANGE', conv .. 'log', -scan, -1)
       local found = 0
@@ -178,6 +178,8 @@ for _, id in ipairs(redis.call('ZREVRANGE', cust(c, 'convs'), 0, -1)) do
           entry[#entry + 1] = e
         elseif entry[2] == '' and string.find(e, '"type":"conversation.closed"', 1, true) then
           entry[2] = e
+        elseif entry[3] == '' and string.find(e, '"type":"conversation.assigned"', 1, true) then
+          entry[3] = e
         end
       end
     end
@@ -270,6 +272,13 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, raw: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(raw).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
+}
+
+fn optional_event(raw: &[u8]) -> Result<Option<EventKind>, StoreError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(decode::<StoredEvent>("stored event", raw)?.kind))
 }
 
 fn customer(raw: &str) -> Result<CustomerId, StoreError> {
@@ -450,13 +459,14 @@ impl RedisStore {
                 let record: ConversationRecord =
                     decode("conversation summary", &parts.next().unwrap_or_default())?;
                 let closed = parts.next().unwrap_or_default();
-                let disposition = if closed.is_empty() {
-                    None
-                } else {
-                    match decode::<StoredEvent>("stored event", &closed)?.kind {
-                        EventKind::Closed { disposition } => Some(disposition),
-                        _ => None,
-                    }
+                let disposition = match optional_event(&closed)? {
+                    Some(EventKind::Closed { disposition }) => Some(disposition),
+                    _ => None,
+                };
+                let assigned = parts.next().unwrap_or_default();
+                let agent = match optional_event(&assigned)? {
+                    Some(EventKind::Assigned { agent_id, .. }) => Some(agent_id),
+                    _ => None,
                 };
                 let mut messages = parts
                     .map(|e| decode::<StoredEvent>("stored event", &e))
@@ -466,6 +476,7 @@ impl RedisStore {
                     record,
                     messages,
                     disposition,
+                    agent,
                 })
             })
             .collect()

@@ -532,6 +532,18 @@ async fn history_reads_recent_conversations_across_channels(store: &dyn ContextS
                 .unwrap();
             store.append(&record.id, note("between")).await.unwrap();
         }
+        if n == 2 {
+            let assigned = NewEvent {
+                at_ms: 8,
+                actor: Actor::System,
+                kind: EventKind::Assigned {
+                    agent_id: "a7".to_owned(),
+                    agent_name: "Agent 7".to_owned(),
+                },
+                idempotency_key: None,
+            };
+            store.append(&record.id, assigned).await.unwrap();
+        }
         if n == 1 {
             let closed = NewEvent {
                 at_ms: 9,
@@ -561,6 +573,12 @@ async fn history_reads_recent_conversations_across_channels(store: &dyn ContextS
         "the last messages, oldest first"
     );
     assert_eq!(history[0].disposition, None);
+    assert_eq!(
+        history[0].agent.as_deref(),
+        Some("a7"),
+        "the agent of the last assignment"
+    );
+    assert_eq!(history[1].agent, None);
     assert_eq!(history[1].disposition.as_deref(), Some("complaint"));
     assert_eq!(store.customer_history(&customer, 10, 0).await.unwrap().len(), 3);
     assert!(store.customer_history(&customer, 0, 5).await.unwrap().is_empty());
