@@ -957,7 +957,8 @@ impl BusActor {
             agent: AgentId(agent),
         })
         .await?;
-        Ok(json!({"conversation_id": id}))
+        let customer = self.conversations.get(&id).map(|c| c.record.customer.clone());
+        Ok(json!({"conversation_id": id, "customer_id": customer}))
     }
 
     async fn reject(&mut self, agent: String, id: ConversationId) -> Result<Value, BusError> {

@@ -52,7 +52,7 @@ impl BusActor {
                 continue;
             };
             let kind = EventKind::Linked {
-                conversation_id: other.clone(),
+                linked_conversation_id: other.clone(),
                 channel: other_channel,
             };
             if let Err(error) = self.append(log, Actor::System, kind, None).await {

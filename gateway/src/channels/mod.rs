@@ -185,11 +185,16 @@ impl ChannelHub {
     ) -> Result<SendAck, WebhookError> {
         let channel = message.channel;
         let work = async {
-            let customer = self
-                .store
-                .resolve_customer(&message.from)
-                .await
-                .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+            // Identities the provider proved together are linked (a UnionID first, so the customer that
+            // holds it across the bank's accounts survives a merge); anything else only resolves.
+            let resolved = if message.from.verified && !message.proven_with.is_empty() {
+                let mut together = message.proven_with.clone();
+                together.push(message.from.clone());
+                self.store.resolve_verified(&together).await
+            } else {
+                self.store.resolve_customer(&message.from).await
+            };
+            let customer = resolved.map_err(|e| WebhookError::Unavailable(e.to_string()))?;
             let address = Address {
                 channel,
                 account: account.to_owned(),

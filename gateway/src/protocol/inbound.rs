@@ -405,21 +405,6 @@ pub fn parse_frame(text: &str, agent: bool) -> Result<ClientFrame, FrameError> {
         }
         "customer.link" | "customer.unlink" => {
             let l: LinkD = payload(op, d)?;
-            if l.reason.trim().is_empty() {
-                return Err(FrameError::InvalidFrame {
-                    op: op.to_owned(),
-                    reason: "reason is required".to_owned(),
-                });
-            }
-            if l.identity.value.is_empty()
-                || l.identity.value.len() > 256
-                || l.identity.value.chars().any(char::is_control)
-            {
-                return Err(FrameError::InvalidFrame {
-                    op: op.to_owned(),
-                    reason: "identity.value must be 1..=256 bytes of text".to_owned(),
-                });
-            }
             if op == "customer.link" {
                 ClientOp::CustomerLink {
                     conversation_id: l.conversation_id,

@@ -133,8 +133,8 @@ pub enum EventKind {
     /// chat), or started that one while this was open: the two are linked. Logged in both; agents only.
     #[serde(rename = "conversation.linked")]
     Linked {
-        /// The other conversation.
-        conversation_id: ConversationId,
+        /// The other conversation (not `conversation_id`: event frames carry their own conversation's id).
+        linked_conversation_id: ConversationId,
         /// Its channel.
         channel: Channel,
     },

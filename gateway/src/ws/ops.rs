@@ -10,8 +10,10 @@ use crate::telemetry::metrics;
 
 /// Longest disposition code.
 const MAX_DISPOSITION_LEN: usize = 64;
-/// Longest transfer reason.
+/// Longest transfer, link or unlink reason.
 const MAX_REASON_CHARS: usize = 500;
+/// Longest identity value an agent may link.
+const MAX_IDENTITY_BYTES: usize = 256;
 
 /// A refusal to send back as an `error` frame.
 struct Refusal {
@@ -109,10 +111,19 @@ impl Session {
         reason: String,
         reference: Option<&str>,
     ) -> Result<Option<FrameText>, Refusal> {
+        if reason.trim().is_empty() {
+            return Err(refuse("invalid_frame", "reason is required"));
+        }
         if reason.chars().count() > MAX_REASON_CHARS {
             return Err(refuse(
                 "too_long",
                 format!("reason is longer than {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        if value.is_empty() || value.len() > MAX_IDENTITY_BYTES || value.chars().any(char::is_control) {
+            return Err(refuse(
+                "invalid_frame",
+                format!("identity.value must be 1..={MAX_IDENTITY_BYTES} bytes of text"),
             ));
         }
         let agent = self.agent()?;

@@ -6,6 +6,7 @@ mod admin;
 mod bad_input;
 mod conversation;
 mod cti;
+mod customers;
 mod delivery;
 mod parallel;
 mod redis;
