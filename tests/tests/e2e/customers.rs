@@ -5,6 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use omnigate_config::{Cti, SecretString, WechatAccount};
+use omnigate_tests::RedisServer;
 use omnigate_tests::{
     cti_event, http_request, post_cti_event, text_xml, wechat_push, Agent, Customer, FakeCtiReceiver,
     FakeWechat, HttpResponse, Mode, TestGateway, CTI_SECRET, WECHAT_AES_KEY, WECHAT_APPID,
@@ -430,4 +431,66 @@ async fn an_open_id_seen_with_a_known_union_id_merges_its_customer_into_the_unio
     assert!(history_actions(&d)
         .iter()
         .any(|(action, _)| action == "merged_from"));
+}
+
+#[tokio::test]
+async fn erasure_on_redis_leaves_nothing_of_the_customer_but_the_audit_entry() {
+    let redis = RedisServer::start().await;
+    let gateway = TestGateway::spawn_with_redis(&redis, |_| {}).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let mut customer = Customer::start(&gateway).await;
+    let chat = customer.say(None, "c-1", "please forget me").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    lin.take_next().await;
+    let context = lin.ws.recv_until(|f| f["op"] == "customer.context").await["d"].clone();
+    let customer_id = context["customer_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        context["conversations"][0]["messages"][0]["message"]["content"]["text"],
+        "please forget me"
+    );
+    lin.request(
+        "customer.link",
+        json!({"conversation_id": chat, "identity": {"kind": "phone", "value": CALLER}, "reason": "stated"}),
+    )
+    .await;
+    lin.say(&chat, "a-1", "noted").await;
+
+    let erased = admin(
+        &gateway,
+        "DELETE",
+        &format!("/admin/v1/customers/{customer_id}"),
+        ADMIN_TOKEN,
+        br#"{"reason":"right to erasure"}"#,
+    )
+    .await;
+    assert_eq!(erased.status, 200, "{}", erased.body);
+    assert_eq!(erased.json()["counts"]["conversations"], 1);
+    assert_eq!(
+        erased.json()["counts"]["identities"],
+        2,
+        "the web visitor id and the linked phone"
+    );
+    assert_eq!(erased.json()["counts"]["link_records"], 1);
+    let keys = redis.command("KEYS *");
+    let left: Vec<&str> = keys
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .collect();
+    assert!(
+        left.iter()
+            .all(|k| k.ends_with(":epoch") || k.ends_with(":audit")),
+        "only the epoch and the audit log remain: {left:?}"
+    );
+    assert_eq!(
+        customer_events(&gateway, &customer.token, &chat).await.status,
+        404
+    );
+    let audit = admin(&gateway, "GET", "/admin/v1/audit?limit=5", ADMIN_TOKEN, b"").await;
+    assert_eq!(audit.json()["entries"][0]["actor"], "admin:dpo-alice");
+    assert_eq!(
+        audit.json()["entries"][0]["counts"]["events"],
+        erased.json()["counts"]["events"]
+    );
 }
