@@ -588,7 +588,7 @@ async fn erasure_removes_every_kind_of_customer_data(store: &dyn ContextStore) {
     let phone = unique(IdentityKind::Phone, true);
     let app = unique(IdentityKind::AppUser, true);
     let old = store.resolve_verified(std::slice::from_ref(&app)).await.unwrap();
-    let customer = store.resolve_verified(&[phone.clone()]).await.unwrap();
+    let customer = store.resolve_verified(std::slice::from_ref(&phone)).await.unwrap();
     let merged_conv = record_of(&old, Channel::App, 1);
     store.save_conversation(&merged_conv).await.unwrap();
     store.append(&merged_conv.id, message("app", None)).await.unwrap();
