@@ -198,6 +198,25 @@ mod tests {
     use crate::load_from_str;
 
     #[test]
+    fn customer_history_and_the_admin_token_are_checked() {
+        let toml = r#"
+mode = "production"
+[auth]
+jwt_secret = "a-production-secret-that-is-long-enough-0123"
+admin_token = "short"
+[conversations]
+history_messages = 1000
+complaint_dispositions = [""]
+"#;
+        let err = load_from_str(Some(toml), &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.admin_token"), "{err}");
+        assert!(err.contains("history_messages"), "{err}");
+        assert!(err.contains("complaint_dispositions"), "{err}");
+    }
+
+    #[test]
     fn routing_rules_are_part_of_the_report() {
         let toml = r#"
 mode = "development"

@@ -438,6 +438,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn identity_links_are_agent_ops_with_a_typed_identity() {
+        let link = r#"{"op":"customer.link","ref":"r9","d":{"conversation_id":"c_1","identity":{"kind":"phone","value":"+8613800138000"},"reason":"stated"}}"#;
+        let frame = parse_frame(link, true).unwrap();
+        let ClientOp::CustomerLink {
+            kind, value, reason, ..
+        } = frame.op
+        else {
+            panic!("not a link")
+        };
+        assert_eq!(
+            (kind, value.as_str(), reason.as_str()),
+            (IdentityKind::Phone, "+8613800138000", "stated")
+        );
+        let unlink = link.replace("customer.link", "customer.unlink");
+        assert!(matches!(
+            parse_frame(&unlink, true).unwrap().op,
+            ClientOp::CustomerUnlink { .. }
+        ));
+        assert!(
+            matches!(parse_frame(link, false), Err(FrameError::UnknownOp(_))),
+            "customers cannot link"
+        );
+        let bad_kind = link.replace("\"phone\"", "\"passport\"");
+        assert!(matches!(
+            parse_frame(&bad_kind, true),
+            Err(FrameError::InvalidFrame { .. })
+        ));
+    }
+
+    #[test]
     fn parses_the_protocol_examples() {
         let hello = r#"{"op":"hello","d":{"token":"eyJ","client":"web/1.4.0","resume":{"session_id":"s_9","cursors":{"conv_1":41}}}}"#;
         let frame = parse_frame(hello, false).unwrap();

@@ -588,7 +588,10 @@ async fn erasure_removes_every_kind_of_customer_data(store: &dyn ContextStore) {
     let phone = unique(IdentityKind::Phone, true);
     let app = unique(IdentityKind::AppUser, true);
     let old = store.resolve_verified(std::slice::from_ref(&app)).await.unwrap();
-    let customer = store.resolve_verified(std::slice::from_ref(&phone)).await.unwrap();
+    let customer = store
+        .resolve_verified(std::slice::from_ref(&phone))
+        .await
+        .unwrap();
     let merged_conv = record_of(&old, Channel::App, 1);
     store.save_conversation(&merged_conv).await.unwrap();
     store.append(&merged_conv.id, message("app", None)).await.unwrap();
@@ -673,12 +676,21 @@ async fn concurrent_merges_lose_no_identity(store: &Arc<dyn ContextStore>) {
         conversations.insert(record.id);
         customers.push(customer);
     }
+    let extras: Vec<Identity> = (0..CHAIN)
+        .map(|_| unique(IdentityKind::WebVisitor, false))
+        .collect();
     let mut tasks = JoinSet::new();
     for i in 0..CHAIN {
         let store = Arc::clone(store);
         let pair = [identities[i + 1].clone(), identities[i].clone()];
         let customer = customers[i].clone();
+        let extra = extras[i].clone();
         tasks.spawn(async move {
+            // An agent links an identity to the old id while merges run.
+            store
+                .link_identity(&customer, &extra, &change("hammer"))
+                .await
+                .expect("concurrent link");
             store.resolve_verified(&pair).await.expect("concurrent merge");
             let record = record_of(&customer, Channel::Web, 2);
             store.save_conversation(&record).await.expect("concurrent save");
@@ -717,8 +729,8 @@ async fn concurrent_merges_lose_no_identity(store: &Arc<dyn ContextStore>) {
         .collect();
     assert_eq!(
         held,
-        identities.iter().map(strip).collect(),
-        "the survivor holds every identity"
+        identities.iter().chain(&extras).map(strip).collect(),
+        "the survivor holds every identity, linked ones included"
     );
     let found: BTreeSet<ConversationId> = store
         .customer_conversations(&survivor)
