@@ -77,14 +77,30 @@ impl BusActor {
 
     /// Closes the open ones of `conversations` (an erased customer's), then forgets them and the customers
     /// they belong to (`customer` included), closing those customers' sockets. Returns how many were open.
-    pub(super) async fn forget(&mut self, customer: CustomerId, conversations: Vec<ConversationId>) -> usize {
+    pub(super) async fn forget(
+        &mut self,
+        customer: CustomerId,
+        mut conversations: Vec<ConversationId>,
+    ) -> usize {
         let mut closed = 0;
         let mut customers = vec![customer];
+        for id in &conversations {
+            if let Some(conv) = self.conversations.get(id) {
+                customers.push(conv.record.customer.clone());
+            }
+        }
+        // Conversations the customer started after the caller read the store's index are forgotten too.
+        for c in &customers {
+            if let Some(entry) = self.customers.get(c) {
+                conversations.extend(entry.conversations.iter().cloned());
+            }
+        }
+        conversations.sort();
+        conversations.dedup();
         for id in &conversations {
             let Some(conv) = self.conversations.get(id) else {
                 continue;
             };
-            customers.push(conv.record.customer.clone());
             if !conv.is_open() {
                 continue;
             }
