@@ -159,6 +159,9 @@ pub struct Auth {
     pub customer_refresh_window_secs: u64,
     /// Lifetime of an agent token minted by `omnigate token`.
     pub agent_token_ttl_secs: u64,
+    /// Bearer token of the admin API on the admin listener (`/admin/v1/…`: customer erasure, audit log);
+    /// empty disables the admin API (every call answers 401). At least 32 bytes in production.
+    pub admin_token: SecretString,
 }
 
 impl Default for Auth {
@@ -168,6 +171,7 @@ impl Default for Auth {
             customer_token_ttl_secs: 900,
             customer_refresh_window_secs: 86_400,
             agent_token_ttl_secs: 12 * 3600,
+            admin_token: SecretString::from(String::new()),
         }
     }
 }
@@ -239,12 +243,27 @@ impl Default for Limits {
 pub struct Conversations {
     /// A customer message within this many seconds of a close reopens the conversation.
     pub reopen_window_secs: u64,
+    /// How many of the customer's most recent conversations (all channels) the `customer.context` frame
+    /// brings an agent who accepts a conversation; 0 sends no history.
+    pub history_conversations: usize,
+    /// How many of the last messages of each of those conversations it brings.
+    pub history_messages: usize,
+    /// Dispositions that mark a complaint: a conversation closed with one (or reopened after) is listed
+    /// among the customer's open complaints.
+    pub complaint_dispositions: Vec<String>,
+    /// A new conversation of a customer who has another one open (on another channel) is linked to it
+    /// and offered first to that conversation's agent for this long before anyone else.
+    pub linked_preferred_agent_secs: u64,
 }
 
 impl Default for Conversations {
     fn default() -> Self {
         Self {
             reopen_window_secs: 600,
+            history_conversations: 5,
+            history_messages: 10,
+            complaint_dispositions: vec!["complaint".to_owned()],
+            linked_preferred_agent_secs: 60,
         }
     }
 }

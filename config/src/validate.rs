@@ -34,6 +34,28 @@ impl Config {
         if self.auth.agent_token_ttl_secs == 0 {
             problem("auth.agent_token_ttl_secs must be positive".to_owned());
         }
+        let admin = self.auth.admin_token.expose_secret();
+        if self.mode == Mode::Production
+            && !admin.is_empty()
+            && (admin.len() < 32 || admin.contains(DEMO_SECRET_MARKER))
+        {
+            problem(
+                "auth.admin_token must be at least 32 bytes and not the demo token in production".to_owned(),
+            );
+        }
+        let c = &self.conversations;
+        if c.history_messages > 100 || c.history_conversations > 50 {
+            problem(
+                "conversations.history_conversations must be at most 50 and history_messages at most 100"
+                    .to_owned(),
+            );
+        }
+        if c.complaint_dispositions
+            .iter()
+            .any(|d| d.is_empty() || d.len() > 64)
+        {
+            problem("conversations.complaint_dispositions must be codes of 1..=64 bytes".to_owned());
+        }
 
         if self.store.backend == StoreBackend::Redis {
             if self.store.redis_url.is_empty() {
@@ -186,6 +208,25 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use crate::load_from_str;
+
+    #[test]
+    fn customer_history_and_the_admin_token_are_checked() {
+        let toml = r#"
+mode = "production"
+[auth]
+jwt_secret = "a-production-secret-that-is-long-enough-0123"
+admin_token = "short"
+[conversations]
+history_messages = 1000
+complaint_dispositions = [""]
+"#;
+        let err = load_from_str(Some(toml), &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.admin_token"), "{err}");
+        assert!(err.contains("history_messages"), "{err}");
+        assert!(err.contains("complaint_dispositions"), "{err}");
+    }
 
     #[test]
     fn routing_rules_are_part_of_the_report() {

@@ -282,6 +282,10 @@ pub struct InboundMessage {
     pub channel_account: String,
     /// Who sent it.
     pub from: Identity,
+    /// Other identities the provider proved to be the same person as `from` (a WeChat UnionID beside the
+    /// OpenID); the gateway links them (`ContextStore::resolve_verified`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proven_with: Vec<Identity>,
     /// The provider's id of the message (MsgId, MessageSid, client_msg_id).
     pub external_message_id: String,
     /// Channel- and account-scoped key that is equal for every retry of this message.

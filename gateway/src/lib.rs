@@ -11,6 +11,7 @@
 //! - `shutdown.rs`: the one shutdown tree
 //! - `bus/`: the session bus actor
 //! - `app/`: the mobile app channel: app credentials, the bank-signed identity, offline push
+//! - `customers/`: customers across channels: history on accept, identity links, erasure
 //! - `channels/`: channel connectors' IO: webhooks, provider clients, the outbound outbox
 //! - `store/`: the context store trait and backends
 //! - `customers/`: customer profiles for routing: config rules, tiers, the CRM lookup

@@ -122,6 +122,7 @@ impl Gateway {
                 .reopen_window_secs
                 .max(config.routing.wrap_up_secs))
             .saturating_mul(1000),
+            linked_preferred_agent_ms: config.conversations.linked_preferred_agent_secs * 1000,
         };
         let bus = Bus::start(settings, router, Arc::clone(&store), &shutdown);
         let tokens = TokenAuthority::new(&config.auth.jwt_secret);

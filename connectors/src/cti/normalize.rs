@@ -66,6 +66,7 @@ pub fn to_inbound(
         channel: Channel::Voice,
         channel_account: channel_account.to_owned(),
         from: caller.clone(),
+        proven_with: Vec::new(),
         external_message_id: msg.envelope.id.clone(),
         dedupe_key: dedupe_key(msg),
         received_at_ms,

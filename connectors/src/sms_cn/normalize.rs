@@ -102,6 +102,7 @@ fn message(u: Uplink<'_>, received_at_ms: u64) -> InboundMessage {
             value: u.from,
             verified: false,
         },
+        proven_with: Vec::new(),
         external_message_id: u.external_message_id,
         dedupe_key: u.dedupe_key,
         received_at_ms,

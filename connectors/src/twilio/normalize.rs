@@ -23,6 +23,7 @@ pub fn to_inbound(sms: &InboundSms, raw: &str, received_at_ms: u64) -> Vec<Inbou
             value: sms.from.clone(),
             verified: false,
         },
+        proven_with: Vec::new(),
         external_message_id,
         dedupe_key,
         received_at_ms,

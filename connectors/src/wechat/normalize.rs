@@ -103,6 +103,15 @@ pub fn to_inbound(
             value: msg.from_user_name.clone(),
             verified: true,
         },
+        proven_with: msg
+            .union_id
+            .iter()
+            .map(|union_id| Identity {
+                kind: IdentityKind::WechatUnionId,
+                value: union_id.clone(),
+                verified: true,
+            })
+            .collect(),
         external_message_id,
         dedupe_key: dedupe_key(msg),
         received_at_ms,
@@ -164,6 +173,24 @@ mod tests {
              <CreateTime>1700000000</CreateTime>{inner}</xml>"
         );
         PushMessage::from_fields(&Fields::parse(xml.as_bytes(), 4096).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_union_id_in_the_push_is_proven_with_the_open_id() {
+        let policy = WindowPolicy::default();
+        let with =
+            msg("<MsgType>text</MsgType><Content>x</Content><MsgId>1</MsgId><UnionId>oU_union</UnionId>");
+        let inbound = to_inbound(&with, "", 0, &policy);
+        assert_eq!(
+            inbound.proven_with,
+            vec![Identity {
+                kind: IdentityKind::WechatUnionId,
+                value: "oU_union".to_owned(),
+                verified: true,
+            }]
+        );
+        let without = msg("<MsgType>text</MsgType><Content>x</Content><MsgId>1</MsgId>");
+        assert!(to_inbound(&without, "", 0, &policy).proven_with.is_empty());
     }
 
     #[test]

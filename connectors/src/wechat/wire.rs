@@ -170,6 +170,9 @@ pub struct PushMessage {
     pub to_user_name: String,
     /// The sender's OpenID.
     pub from_user_name: String,
+    /// The sender's UnionID, when the push carries one (`UnionId`; accounts bound to an Open Platform
+    /// account): it proves which OpenIDs of the bank's accounts are one person.
+    pub union_id: Option<String>,
     /// Unix seconds.
     pub create_time: i64,
     /// What was pushed.
@@ -371,6 +374,11 @@ impl PushMessage {
         Ok(Self {
             to_user_name: f.require("ToUserName")?.to_owned(),
             from_user_name: f.require("FromUserName")?.to_owned(),
+            union_id: f
+                .get("UnionId")
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
             create_time: f
                 .require("CreateTime")?
                 .trim()

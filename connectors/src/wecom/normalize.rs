@@ -69,6 +69,7 @@ pub fn to_inbound(msg: &KfMessage, received_at_ms: u64, policy: &WindowPolicy) -
             value: external_user,
             verified: true,
         },
+        proven_with: Vec::new(),
         external_message_id: msg.msgid.clone(),
         dedupe_key: dedupe_key(msg),
         received_at_ms,

@@ -50,6 +50,8 @@ pub struct BusSettings {
     /// A closed conversation leaves the bus's memory this long after its close (at least the reopen window
     /// and the wrap-up time); a later message reloads it from the store or starts a new one.
     pub evict_after_ms: u64,
+    /// How long a new conversation linked to an open one prefers that one's agent.
+    pub linked_preferred_agent_ms: u64,
 }
 
 #[derive(Debug)]
@@ -320,6 +322,16 @@ impl BusActor {
                 profile,
             } => self.profile_answered(conversation, profile).await,
             Command::Held { reply } => drop(reply.send(Ok(self.held()))),
+            Command::CustomerOf {
+                agent,
+                conversation,
+                reply,
+            } => drop(reply.send(self.customer_of(&agent, &conversation))),
+            Command::Forget {
+                customer,
+                conversations,
+                reply,
+            } => drop(reply.send(Ok(self.forget(customer, conversations).await))),
         }
     }
 
@@ -675,6 +687,7 @@ impl BusActor {
         self.open_conversations += 1;
         metrics::conversations_open(self.open_conversations);
         metrics::bus_conversations(self.conversations.len());
+        self.link_to_open(customer, &id).await;
         Ok(id)
     }
 
@@ -698,6 +711,7 @@ impl BusActor {
             // Routed when the CRM lookup answers or fails (`profile.rs`), at most its timeout from now.
             return;
         }
+        let linked_agent = self.linked_agent(id);
         let Some(conv) = self.conversations.get_mut(id) else {
             return;
         };
@@ -705,10 +719,11 @@ impl BusActor {
         let queue = conv.record.queue.clone();
         let attributes = conv.attributes.clone();
         let now = self.clock.now();
-        let preferred = conv
-            .last_agent
-            .clone()
-            .map(|a| (AgentId(a), now.plus_ms(self.settings.reopen_window_ms)));
+        let preferred = match (conv.last_agent.clone(), linked_agent) {
+            (Some(a), _) => Some((AgentId(a), now.plus_ms(self.settings.reopen_window_ms))),
+            (None, Some(a)) => Some((AgentId(a), now.plus_ms(self.settings.linked_preferred_agent_ms))),
+            (None, None) => None,
+        };
         let mut spec = TaskSpec::new(TaskId(id.to_string()), &queue, media_of(conv.record.channel), now);
         if let Some((agent, until)) = preferred {
             spec = spec.with_preferred_agent(agent, until);
@@ -1006,7 +1021,8 @@ impl BusActor {
             agent: AgentId(agent),
         })
         .await?;
-        Ok(json!({"conversation_id": id}))
+        let customer = self.conversations.get(&id).map(|c| c.record.customer.clone());
+        Ok(json!({"conversation_id": id, "customer_id": customer}))
     }
 
     async fn reject(&mut self, agent: String, id: ConversationId) -> Result<Value, BusError> {
@@ -1160,6 +1176,7 @@ impl BusActor {
             "preview": conv.preview,
             "attributes": conv.attributes,
             "customer_profile": conv.profile.for_agents(),
+            "linked_conversation_id": conv.linked,
             "expires_in_ms": expires_at.since(now),
         }))
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use omnigate_connectors::model::Identity;
+use omnigate_connectors::model::{ConversationId, Identity};
 use omnigate_router::Millis;
 
 use crate::store::{ConversationRecord, ConversationStatus, CustomerProfile};
@@ -51,6 +51,8 @@ pub(super) struct Conversation {
     pub(super) profile: CustomerProfile,
     /// Whether `profile` is ready for routing.
     pub(super) profile_state: ProfileState,
+    /// The customer's conversation that was open when this one started (its agent is preferred).
+    pub(super) linked: Option<ConversationId>,
 }
 
 impl Conversation {
@@ -72,6 +74,7 @@ impl Conversation {
             identity: None,
             profile: CustomerProfile::default(),
             profile_state: ProfileState::Unknown,
+            linked: None,
         }
     }
 

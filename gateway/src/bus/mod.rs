@@ -14,10 +14,12 @@
 //! - `push.rs`: telling the push worker about app customers' messages and acks
 //! - `profile.rs`: customer profiles (rules, the CRM lookup off the loop) feeding routing
 //! - `eviction.rs`: closed conversations leave memory after their reopen window
+//! - `customer.rs`: customers across channels: linked conversations, whose customer, erasure
 
 mod actor;
 mod channel;
 mod conversation;
+mod customer;
 mod decisions;
 mod eviction;
 mod profile;
@@ -297,6 +299,16 @@ pub(crate) enum Command {
     #[cfg_attr(not(any(test, feature = "test-util")), allow(dead_code))]
     Held {
         reply: Reply<Held>,
+    },
+    CustomerOf {
+        agent: String,
+        conversation: ConversationId,
+        reply: Reply<CustomerId>,
+    },
+    Forget {
+        customer: CustomerId,
+        conversations: Vec<ConversationId>,
+        reply: Reply<usize>,
     },
 }
 
@@ -616,6 +628,41 @@ impl Bus {
     #[cfg(any(test, feature = "test-util"))]
     pub async fn held(&self) -> Result<Held, BusError> {
         self.call(|reply| Command::Held { reply }).await
+    }
+
+    /// The customer of a conversation the agent is offered or assigned.
+    ///
+    /// # Errors
+    /// [`BusError::NotFound`], or [`BusError::NotAllowed`] when the agent has no offer or assignment of it.
+    pub async fn customer_of(
+        &self,
+        agent: String,
+        conversation: ConversationId,
+    ) -> Result<CustomerId, BusError> {
+        self.call(|reply| Command::CustomerOf {
+            agent,
+            conversation,
+            reply,
+        })
+        .await
+    }
+
+    /// Closes the open ones of an erased customer's conversations (disposition `erased`), then forgets
+    /// them and the customer (its sockets close with 4010). Returns how many were open.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the bus stopped.
+    pub async fn forget_customer(
+        &self,
+        customer: CustomerId,
+        conversations: Vec<ConversationId>,
+    ) -> Result<usize, BusError> {
+        self.call(|reply| Command::Forget {
+            customer,
+            conversations,
+            reply,
+        })
+        .await
     }
 
     /// Which view of the conversation the participant may read.

@@ -185,11 +185,16 @@ impl ChannelHub {
     ) -> Result<SendAck, WebhookError> {
         let channel = message.channel;
         let work = async {
-            let customer = self
-                .store
-                .resolve_customer(&message.from)
-                .await
-                .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+            // Identities the provider proved together are linked (a UnionID first, so the customer that
+            // holds it across the bank's accounts survives a merge); anything else only resolves.
+            let resolved = if message.from.verified && !message.proven_with.is_empty() {
+                let mut together = message.proven_with.clone();
+                together.push(message.from.clone());
+                self.store.resolve_verified(&together).await
+            } else {
+                self.store.resolve_customer(&message.from).await
+            };
+            let customer = resolved.map_err(|e| WebhookError::Unavailable(e.to_string()))?;
             let address = Address {
                 channel,
                 account: account.to_owned(),
@@ -362,7 +367,8 @@ mod tests {
     use super::*;
     use crate::bus::BusSettings;
     use crate::store::{
-        Appended, ConversationRecord, CustomerProfile, EventPage, MemoryStore, NewEvent, StoreError, View,
+        Appended, AuditEntry, ConversationHistory, ConversationRecord, CustomerProfile, ErasureReport,
+        EventPage, GraphChange, LinkRecord, MemoryStore, NewEvent, StoreError, View,
     };
 
     /// Resolves customers, then refuses every write: the store went down mid-request.
@@ -424,6 +430,57 @@ mod tests {
         async fn delete_profile(&self, _: &CustomerId) -> Result<(), StoreError> {
             Err(StoreError::Unavailable("connection refused".to_owned()))
         }
+
+        async fn resolve_verified(&self, identities: &[Identity]) -> Result<CustomerId, StoreError> {
+            self.0.resolve_verified(identities).await
+        }
+        async fn canonical_customer(&self, c: &CustomerId) -> Result<CustomerId, StoreError> {
+            self.0.canonical_customer(c).await
+        }
+        async fn link_identity(
+            &self,
+            c: &CustomerId,
+            i: &Identity,
+            g: &GraphChange,
+        ) -> Result<CustomerId, StoreError> {
+            self.0.link_identity(c, i, g).await
+        }
+        async fn unlink_identity(
+            &self,
+            i: &Identity,
+            g: &GraphChange,
+        ) -> Result<Option<CustomerId>, StoreError> {
+            self.0.unlink_identity(i, g).await
+        }
+        async fn identities_of(&self, c: &CustomerId) -> Result<Vec<Identity>, StoreError> {
+            self.0.identities_of(c).await
+        }
+        async fn link_history(&self, c: &CustomerId) -> Result<Vec<LinkRecord>, StoreError> {
+            self.0.link_history(c).await
+        }
+        async fn customer_conversations(
+            &self,
+            c: &CustomerId,
+        ) -> Result<Vec<ConversationRecord>, StoreError> {
+            self.0.customer_conversations(c).await
+        }
+        async fn customer_history(
+            &self,
+            c: &CustomerId,
+            n: usize,
+            m: usize,
+        ) -> Result<Vec<ConversationHistory>, StoreError> {
+            self.0.customer_history(c, n, m).await
+        }
+        async fn erase_customer(&self, c: &CustomerId) -> Result<ErasureReport, StoreError> {
+            self.0.erase_customer(c).await
+        }
+        async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+            self.0.append_audit(e).await
+        }
+        async fn audit_entries(&self, l: usize) -> Result<Vec<AuditEntry>, StoreError> {
+            self.0.audit_entries(l).await
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
         }
@@ -446,6 +503,7 @@ mod tests {
             position_message: String::new(),
             profiles: Arc::default(),
             evict_after_ms: 1_000,
+            linked_preferred_agent_ms: 0,
         };
         let bus = Bus::start(
             settings,

@@ -1,4 +1,6 @@
-//! Customer profiles for routing: config rules, the tiers' routing policy and the CRM lookup.
+//! Customers across channels, above the store's identity graph: profiles for routing (config rules, the
+//! tiers' routing policy, the CRM lookup), the `customer.context` an agent gets on accept, agents' link and
+//! unlink of identities, and erasure with its audit entry.
 //!
 //! The session bus asks [`Profiles`] what to know about a conversation's customer when the conversation
 //! enters routing. Rules are pure and answer at once; the CRM lookup is IO, so the bus never awaits it: it
@@ -7,8 +9,14 @@
 //! Layout:
 //! - `rules.rs`: `[[customers.rules]]` matching (pure)
 //! - `crm.rs`: the signed CRM webhook client
+//! - `context.rs`: the customer's recent conversations and open complaints as a frame
+//! - `links.rs`: an agent links or unlinks an identity of a conversation's customer
+//! - `erasure.rs`: erase a customer everywhere (bus, store) and audit it
 
+mod context;
 mod crm;
+mod erasure;
+mod links;
 mod rules;
 
 use std::collections::BTreeMap;
@@ -17,7 +25,10 @@ use omnigate_connectors::model::{Channel, Identity};
 
 use crate::store::CustomerProfile;
 
+pub use context::{context_frame, render_context, HistorySettings};
 pub use crm::{CrmClient, CrmError};
+pub use erasure::{erase_customer, EraseError, Erasure, ERASED_ACTION};
+pub use links::{change_identity, IdentityChange, LinkError};
 pub use rules::{ProfileRules, RuleContext};
 
 /// What a tier changes in routing.

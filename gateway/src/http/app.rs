@@ -32,8 +32,10 @@ pub(super) struct AppSessionRequest {
 
 /// The one place where an app's verified identities become a customer id.
 ///
-/// Today the bank's user id alone decides (`resolve_customer(AppUser)`); with the identity graph this becomes
-/// `resolve_verified(&[app_user, phone])`, which also links the vouched-for phone to the same customer.
+/// Both identities are verified (the bank signed them), so they resolve together through the identity graph:
+/// the phone the bank vouches for is linked to the same customer, and a later call from that number
+/// resolves to it. A customer that held the phone only unverified loses it to this one; nothing is merged
+/// on unverified data.
 ///
 /// # Errors
 /// [`StoreError`] when the store cannot answer.
@@ -41,7 +43,9 @@ pub async fn resolve_app_customer(
     store: &dyn ContextStore,
     identity: &VerifiedIdentity,
 ) -> Result<CustomerId, StoreError> {
-    store.resolve_customer(&identity.app_user).await
+    let mut identities = vec![identity.app_user.clone()];
+    identities.extend(identity.phone.clone());
+    store.resolve_verified(&identities).await
 }
 
 /// `POST /chat/v1/sessions` with `{app_id, app_key, identity_token}`.

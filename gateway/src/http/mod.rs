@@ -6,12 +6,14 @@
 //! - `chat.rs`: `POST /chat/v1/sessions`, `GET /chat/v1/conversations/{id}/events`, the websocket upgrades
 //! - `app.rs`: the mobile app: sessions with app credentials and a signed identity, `/chat/v1/devices`
 //! - `admin.rs`: `/healthz`, `/readyz`, `/metrics`
+//! - `customers.rs`: the admin API: `/admin/v1/customers/{id}` (read, erase), `/admin/v1/audit`
 //!
 //! The channel webhooks (`/channels/…`) come from [`crate::channels::routes`].
 
 mod admin;
 mod app;
 mod chat;
+mod customers;
 mod error;
 mod state;
 
@@ -86,5 +88,12 @@ pub fn admin_app(state: AppState) -> Router {
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(admin::metrics))
+        .route(
+            "/admin/v1/customers/{id}",
+            get(customers::show_customer).delete(customers::erase_customer),
+        )
+        .route("/admin/v1/audit", get(customers::audit))
         .with_state(state)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }

@@ -2,10 +2,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use omnigate_config::{Config, Limits};
+use omnigate_config::{Config, ExposeSecret, Limits, SecretString};
 
 use crate::auth::TokenAuthority;
 use crate::bus::Bus;
+use crate::customers::HistorySettings;
 use crate::shutdown::Shutdown;
 use crate::store::ContextStore;
 use crate::ws::{ConnectionLimits, WindowCounter};
@@ -27,6 +28,10 @@ pub struct Settings {
     pub request_timeout_ms: u64,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// What the `customer.context` frame carries.
+    pub history: HistorySettings,
+    /// The admin API's bearer token; `None` disables the admin API.
+    pub admin_token: Option<SecretString>,
 }
 
 impl Settings {
@@ -52,6 +57,12 @@ impl Settings {
             public_ws_base: public_ws_base.trim_end_matches('/').to_owned(),
             request_timeout_ms: config.server.request_timeout_ms,
             max_body_bytes: config.server.max_body_bytes,
+            history: HistorySettings {
+                conversations: config.conversations.history_conversations,
+                messages: config.conversations.history_messages,
+                complaint_dispositions: config.conversations.complaint_dispositions.clone(),
+            },
+            admin_token: Some(config.auth.admin_token.clone()).filter(|t| !t.expose_secret().is_empty()),
         }
     }
 

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use omnigate_connectors::model::Content;
+use omnigate_connectors::model::{Content, IdentityKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -144,6 +144,28 @@ pub enum ClientOp {
         /// Disposition code.
         disposition: String,
     },
+    /// Agents: link an identity to the customer of a conversation they are offered or assigned.
+    CustomerLink {
+        /// Conversation.
+        conversation_id: String,
+        /// The identity's kind.
+        kind: IdentityKind,
+        /// The identity's value.
+        value: String,
+        /// Why (required, recorded in the customer's link history).
+        reason: String,
+    },
+    /// Agents: unlink an identity from that customer (it gets a customer of its own).
+    CustomerUnlink {
+        /// Conversation.
+        conversation_id: String,
+        /// The identity's kind.
+        kind: IdentityKind,
+        /// The identity's value.
+        value: String,
+        /// Why (required, recorded in the customer's link history).
+        reason: String,
+    },
     /// Agents: transfer.
     Transfer {
         /// Conversation.
@@ -230,6 +252,22 @@ struct CloseD {
     conversation_id: String,
     #[serde(default)]
     disposition: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityD {
+    kind: IdentityKind,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkD {
+    conversation_id: String,
+    identity: IdentityD,
+    #[serde(default)]
+    reason: String,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +403,24 @@ pub fn parse_frame(text: &str, agent: bool) -> Result<ClientFrame, FrameError> {
                 reason: t.reason,
             }
         }
+        "customer.link" | "customer.unlink" => {
+            let l: LinkD = payload(op, d)?;
+            if op == "customer.link" {
+                ClientOp::CustomerLink {
+                    conversation_id: l.conversation_id,
+                    kind: l.identity.kind,
+                    value: l.identity.value,
+                    reason: l.reason,
+                }
+            } else {
+                ClientOp::CustomerUnlink {
+                    conversation_id: l.conversation_id,
+                    kind: l.identity.kind,
+                    value: l.identity.value,
+                    reason: l.reason,
+                }
+            }
+        }
         _ => return Err(FrameError::UnknownOp(truncate(op))),
     };
     Ok(ClientFrame {
@@ -380,6 +436,36 @@ fn truncate(op: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_links_are_agent_ops_with_a_typed_identity() {
+        let link = r#"{"op":"customer.link","ref":"r9","d":{"conversation_id":"c_1","identity":{"kind":"phone","value":"+8613800138000"},"reason":"stated"}}"#;
+        let frame = parse_frame(link, true).unwrap();
+        let ClientOp::CustomerLink {
+            kind, value, reason, ..
+        } = frame.op
+        else {
+            panic!("not a link")
+        };
+        assert_eq!(
+            (kind, value.as_str(), reason.as_str()),
+            (IdentityKind::Phone, "+8613800138000", "stated")
+        );
+        let unlink = link.replace("customer.link", "customer.unlink");
+        assert!(matches!(
+            parse_frame(&unlink, true).unwrap().op,
+            ClientOp::CustomerUnlink { .. }
+        ));
+        assert!(
+            matches!(parse_frame(link, false), Err(FrameError::UnknownOp(_))),
+            "customers cannot link"
+        );
+        let bad_kind = link.replace("\"phone\"", "\"passport\"");
+        assert!(matches!(
+            parse_frame(&bad_kind, true),
+            Err(FrameError::InvalidFrame { .. })
+        ));
+    }
 
     #[test]
     fn parses_the_protocol_examples() {

@@ -31,4 +31,6 @@ pub mod close {
     pub const RATE_LIMITED: u16 = 4008;
     /// Session replaced by a newer connection that resumed it.
     pub const REPLACED: u16 = 4009;
+    /// The customer was erased (admin API): do not reconnect with this token.
+    pub const ERASED: u16 = 4010;
 }

@@ -26,6 +26,12 @@ pub fn error(reference: Option<&str>, code: &str, message: &str) -> FrameText {
     frame("error", reference, json!({"code": code, "message": message}))
 }
 
+/// `customer.context`: the accepted conversation's customer across channels (recent conversations, open
+/// complaints), sent to the agent right after the `ok` of `offer.accept`.
+pub fn customer_context(d: Value) -> FrameText {
+    frame("customer.context", None, d)
+}
+
 /// `pong`.
 pub fn pong(reference: Option<&str>) -> FrameText {
     frame("pong", reference, Value::Null)

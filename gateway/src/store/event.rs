@@ -1,6 +1,8 @@
 //! The immutable record of something that happened in a conversation: what, when, and who did it.
 
-use omnigate_connectors::model::{Channel, Content, CustomerId, Identity, MessageId, ReplyCapability};
+use omnigate_connectors::model::{
+    Channel, Content, ConversationId, CustomerId, Identity, MessageId, ReplyCapability,
+};
 use serde::{Deserialize, Serialize};
 
 /// Who caused an event.
@@ -127,6 +129,15 @@ pub enum EventKind {
     /// A customer message after close reopened it.
     #[serde(rename = "conversation.reopened")]
     Reopened,
+    /// The customer started this conversation while another of theirs was open (e.g. a call during an app
+    /// chat), or started that one while this was open: the two are linked. Logged in both; agents only.
+    #[serde(rename = "conversation.linked")]
+    Linked {
+        /// The other conversation (not `conversation_id`: event frames carry their own conversation's id).
+        linked_conversation_id: ConversationId,
+        /// Its channel.
+        channel: Channel,
+    },
     /// A message arrived through a channel connector (WeChat, SMS): the provider's raw payload, kept for
     /// audit, and where to answer. Appended right after the customer's `message.created`; agents only.
     #[serde(rename = "channel.received")]

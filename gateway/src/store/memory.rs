@@ -4,14 +4,15 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use omnigate_connectors::model::{ConversationId, CustomerId, Identity, IdentityKind};
+use omnigate_connectors::model::{ConversationId, CustomerId, Identity};
 use tokio::sync::Mutex;
 
+use super::memory_graph::Graph;
 use super::{
-    Appended, ContextStore, ConversationRecord, ConversationStatus, CustomerProfile, EventPage, NewEvent,
-    Retention, StoreError, StoredEvent, Swept, View,
+    Appended, AuditEntry, ContextStore, ConversationHistory, ConversationRecord, ConversationStatus,
+    CustomerProfile, Device, ErasureReport, EventKind, EventPage, GraphChange, LinkRecord, NewEvent,
+    PushPlatform, Retention, StoreError, StoredEvent, Swept, View, HISTORY_SCAN_EVENTS,
 };
-use super::{Device, PushPlatform};
 use crate::clock::unix_ms;
 
 /// In-memory [`ContextStore`].
@@ -19,7 +20,8 @@ use crate::clock::unix_ms;
 pub struct MemoryStore {
     logs: DashMap<ConversationId, Log>,
     conversations: DashMap<ConversationId, ConversationRecord>,
-    identities: DashMap<(IdentityKind, String), CustomerId>,
+    /// Identities, customers, merges and the audit log, changed under one lock.
+    graph: Mutex<Graph>,
     /// Devices by owner, and each device's owner; both change under the `devices` lock.
     devices: Mutex<Devices>,
     /// Profiles with the unix ms of their last save.
@@ -31,6 +33,15 @@ pub struct MemoryStore {
 struct Devices {
     by_customer: HashMap<CustomerId, BTreeSet<Device>>,
     owner: HashMap<(PushPlatform, String), CustomerId>,
+}
+
+/// `system` changes (automatic merges and claims) are recorded at this time.
+fn system_change() -> GraphChange {
+    GraphChange {
+        actor: "system".to_owned(),
+        reason: "verified identities observed together".to_owned(),
+        at_ms: crate::clock::unix_ms(),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +202,10 @@ impl ContextStore for MemoryStore {
     }
 
     async fn save_conversation(&self, record: &ConversationRecord) -> Result<(), StoreError> {
+        self.graph
+            .lock()
+            .await
+            .add_conversation(&record.customer, record.created_at_ms, &record.id);
         self.conversations.insert(record.id.clone(), record.clone());
         Ok(())
     }
@@ -200,12 +215,145 @@ impl ContextStore for MemoryStore {
     }
 
     async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
-        let key = (identity.kind, identity.value.clone());
-        Ok(self
-            .identities
-            .entry(key)
-            .or_insert_with(CustomerId::generate)
-            .clone())
+        Ok(self.graph.lock().await.resolve(identity))
+    }
+
+    async fn resolve_verified(&self, identities: &[Identity]) -> Result<CustomerId, StoreError> {
+        self.graph
+            .lock()
+            .await
+            .resolve_verified(identities, &system_change())
+            .ok_or_else(|| StoreError::Corrupt("resolve_verified needs at least one identity".to_owned()))
+    }
+
+    async fn canonical_customer(&self, customer: &CustomerId) -> Result<CustomerId, StoreError> {
+        Ok(self.graph.lock().await.canonical(customer))
+    }
+
+    async fn link_identity(
+        &self,
+        customer: &CustomerId,
+        identity: &Identity,
+        change: &GraphChange,
+    ) -> Result<CustomerId, StoreError> {
+        Ok(self.graph.lock().await.link(customer, identity, change))
+    }
+
+    async fn unlink_identity(
+        &self,
+        identity: &Identity,
+        change: &GraphChange,
+    ) -> Result<Option<CustomerId>, StoreError> {
+        Ok(self.graph.lock().await.unlink(identity, change))
+    }
+
+    async fn identities_of(&self, customer: &CustomerId) -> Result<Vec<Identity>, StoreError> {
+        Ok(self.graph.lock().await.identities_of(customer))
+    }
+
+    async fn link_history(&self, customer: &CustomerId) -> Result<Vec<LinkRecord>, StoreError> {
+        Ok(self.graph.lock().await.link_history(customer))
+    }
+
+    async fn customer_conversations(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let ids = self.graph.lock().await.conversations_of(customer);
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.conversations.get(id).map(|r| r.clone()))
+            .collect())
+    }
+
+    async fn customer_history(
+        &self,
+        customer: &CustomerId,
+        conversations: usize,
+        messages: usize,
+    ) -> Result<Vec<ConversationHistory>, StoreError> {
+        let ids = self.graph.lock().await.conversations_of(customer);
+        let mut history = Vec::new();
+        for id in ids {
+            if history.len() >= conversations {
+                break;
+            }
+            let Some(record) = self.conversations.get(&id).map(|r| r.clone()) else {
+                continue;
+            };
+            let mut tail = Vec::new();
+            let mut disposition = None;
+            let mut agent = None;
+            if let Some(log) = self.logs.get(&id) {
+                for event in log.events.iter().rev().take(HISTORY_SCAN_EVENTS) {
+                    match &event.kind {
+                        EventKind::Message { .. } if tail.len() < messages => tail.push(event.clone()),
+                        EventKind::Closed { disposition: d } if disposition.is_none() => {
+                            disposition = Some(d.clone());
+                        }
+                        EventKind::Assigned { agent_id, .. } if agent.is_none() => {
+                            agent = Some(agent_id.clone())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            tail.reverse();
+            history.push(ConversationHistory {
+                record,
+                messages: tail,
+                disposition,
+                agent,
+            });
+        }
+        Ok(history)
+    }
+
+    async fn erase_customer(&self, customer: &CustomerId) -> Result<ErasureReport, StoreError> {
+        let (customer, erased) = {
+            let mut graph = self.graph.lock().await;
+            let survivor = graph.canonical(customer);
+            let erased = graph.erase(&survivor);
+            (survivor, erased)
+        };
+        let customer = &customer;
+        let mut events = 0;
+        for id in &erased.conversations {
+            if let Some((_, log)) = self.logs.remove(id) {
+                events += log.events.len() as u64;
+            }
+            self.conversations.remove(id);
+        }
+        let profiles = u64::from(self.profiles.remove(customer).is_some());
+        let devices = {
+            let mut devices = self.devices.lock().await;
+            let mine = devices.by_customer.remove(customer).unwrap_or_default();
+            for d in &mine {
+                let key = (d.platform, d.token.clone());
+                if devices.owner.get(&key) == Some(customer) {
+                    devices.owner.remove(&key);
+                }
+            }
+            mine.len() as u64
+        };
+        Ok(ErasureReport {
+            identities: erased.identities,
+            link_records: erased.link_records,
+            conversations: erased.conversations.len() as u64,
+            events,
+            merged_ids: erased.merged_ids,
+            profiles,
+            devices,
+        })
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.graph.lock().await.append_audit(entry);
+        Ok(())
+    }
+
+    async fn audit_entries(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self.graph.lock().await.audit_entries(limit))
     }
 
     async fn register_device(&self, customer: &CustomerId, device: &Device) -> Result<(), StoreError> {

@@ -7,17 +7,22 @@
 //! Layout:
 //! - `event.rs`: the immutable event record
 //! - `device.rs`: app devices registered for push
+//! - `graph.rs`: the identity graph's records (links, merges, audit, erasure report, history)
 //! - `memory.rs`: the embedded backend (default)
 //! - `profile.rs`: the customer profile record
 //! - `retention.rs`: TTLs per kind of data and the embedded backend's sweeper
 //! - `redis.rs`: the Redis backend, shared by several gateway processes (`docs/redis.md`)
+//! - `redis_graph.rs`: the Redis backend's identity graph, history and erasure scripts
 //! - `testsuite.rs`: the conformance suite every backend passes (behind the `test-util` feature)
 
 mod device;
 mod event;
+mod graph;
 mod memory;
+mod memory_graph;
 mod profile;
 mod redis;
+mod redis_graph;
 mod retention;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testsuite;
@@ -38,6 +43,9 @@ use serde::{Deserialize, Serialize};
 pub use self::redis::{RedisSettings, RedisStore};
 pub use device::{Device, PushPlatform};
 pub use event::{Actor, EventKind, NewEvent, OfferExplanation, StoredEvent};
+pub use graph::{
+    AuditEntry, ConversationHistory, ErasureReport, GraphChange, LinkAction, LinkRecord, HISTORY_SCAN_EVENTS,
+};
 pub use memory::MemoryStore;
 pub use profile::CustomerProfile;
 pub use retention::{sweep_until_stopped, Retention, Swept};
@@ -168,7 +176,8 @@ pub trait ContextStore: Send + Sync + std::fmt::Debug + 'static {
         customer_seq: u64,
     ) -> Result<Option<u64>, StoreError>;
 
-    /// Saves a conversation's summary.
+    /// Saves a conversation's summary and adds the conversation to its customer's conversation index (the
+    /// survivor's, when the record names a merged customer).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
@@ -180,7 +189,8 @@ pub trait ContextStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Unavailable`], [`StoreError::Corrupt`].
     async fn load_conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError>;
 
-    /// The customer an identity belongs to, creating a new customer for an identity never seen.
+    /// The customer an identity belongs to (the survivor, when it was merged), creating a new customer for an
+    /// identity never seen. Never merges anything, whether `identity.verified` or not.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
@@ -227,6 +237,101 @@ pub trait ContextStore: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`].
     async fn delete_profile(&self, customer: &CustomerId) -> Result<(), StoreError>;
+    /// Resolves identities observed together and proven (an app's signed user id and the verified phone in
+    /// its claims; an OpenID and its UnionID) to one customer, atomically: customers that hold any of the
+    /// verified identities verified are merged into one survivor (the customer of the first such identity
+    /// in `identities`); identities held only unverified by another customer are claimed. Entries with
+    /// `verified: false` are ignored; with no verified entry this is [`ContextStore::resolve_customer`] of
+    /// the first one.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`] for an empty slice.
+    async fn resolve_verified(&self, identities: &[Identity]) -> Result<CustomerId, StoreError>;
+
+    /// The customer `customer` stands for now: itself, or the survivor of the merges it went through.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn canonical_customer(&self, customer: &CustomerId) -> Result<CustomerId, StoreError>;
+
+    /// Links an identity to a customer by hand (an agent or supervisor decided), moving it from the
+    /// customer that held it; both customers' histories record the change. Returns the customer it is
+    /// linked to now (the survivor of `customer`).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn link_identity(
+        &self,
+        customer: &CustomerId,
+        identity: &Identity,
+        change: &GraphChange,
+    ) -> Result<CustomerId, StoreError>;
+
+    /// Unlinks an identity from its customer by hand: it gets a fresh customer, returned; both histories
+    /// record the change. `None` when nobody holds the identity.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn unlink_identity(
+        &self,
+        identity: &Identity,
+        change: &GraphChange,
+    ) -> Result<Option<CustomerId>, StoreError>;
+
+    /// The identities a customer (or its survivor) holds, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn identities_of(&self, customer: &CustomerId) -> Result<Vec<Identity>, StoreError>;
+
+    /// A customer's link history (links, unlinks, claims and merges), oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn link_history(&self, customer: &CustomerId) -> Result<Vec<LinkRecord>, StoreError>;
+
+    /// The summaries of a customer's conversations on every channel (merged customers' included), newest
+    /// first.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], [`StoreError::Corrupt`].
+    async fn customer_conversations(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Vec<ConversationRecord>, StoreError>;
+
+    /// A customer's `conversations` most recent conversations, each with its last `messages` messages and
+    /// the disposition of its last close (looked for in the last [`HISTORY_SCAN_EVENTS`] events), in one
+    /// call.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], [`StoreError::Corrupt`].
+    async fn customer_history(
+        &self,
+        customer: &CustomerId,
+        conversations: usize,
+        messages: usize,
+    ) -> Result<Vec<ConversationHistory>, StoreError>;
+
+    /// Erases every kind of data held about a customer (see [`ErasureReport`]): its identities, link
+    /// history, conversations' logs and summaries, conversation index and the redirects of merged ids.
+    /// The audit log is kept.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn erase_customer(&self, customer: &CustomerId) -> Result<ErasureReport, StoreError>;
+
+    /// Appends an entry to the audit log (never expires, never erased).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The last `limit` audit entries, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], [`StoreError::Corrupt`].
+    async fn audit_entries(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Checks the backend answers.
     ///

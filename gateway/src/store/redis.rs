@@ -16,10 +16,10 @@ use redis::{ErrorKind, RedisError, RedisResult, Script};
 use serde::Serialize;
 
 use super::{
-    Actor, Appended, ContextStore, ConversationRecord, ConversationStatus, CustomerProfile, EventKind,
-    EventPage, NewEvent, StoreError, StoredEvent, View,
+    Actor, Appended, AuditEntry, ContextStore, ConversationHistory, ConversationRecord, ConversationStatus,
+    CustomerProfile, Device, ErasureReport, EventKind, EventPage, GraphChange, LinkRecord, NewEvent,
+    PushPlatform, StoreError, StoredEvent, View,
 };
-use super::{Device, PushPlatform};
 
 /// Marks errors the scripts raise on data they cannot make sense of (reported as [`StoreError::Corrupt`]).
 const CORRUPT_MARKER: &str = "OGCORRUPT";
@@ -117,34 +117,6 @@ end
 return out
 "#;
 
-/// Saves a conversation's summary and sets the TTLs of its keys for its state, so that closing starts the
-/// retention clock and reopening stops it. KEYS: summary, log, customer index, idempotency hash, closed
-/// marker. ARGV: the summary's JSON, `1` when closed, TTL of summary, log and index (0 removes any TTL),
-/// TTL of the idempotency hash (0 removes any TTL).
-pub(crate) const SAVE_LUA: &str = r#"
-local ttl = tonumber(ARGV[3])
-local idem = tonumber(ARGV[4])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-if ARGV[2] == '1' then
-  if ttl > 0 then
-    redis.call('SET', KEYS[5], '1', 'EX', ttl)
-  else
-    redis.call('SET', KEYS[5], '1')
-  end
-else
-  redis.call('DEL', KEYS[5])
-end
-for i = 2, 3 do
-  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
-end
-if idem > 0 then redis.call('EXPIRE', KEYS[4], idem) else redis.call('PERSIST', KEYS[4]) end
-return 1
-"#;
-
 /// The most events one page may ask for; larger limits are clamped (Lua numbers are doubles).
 const MAX_PAGE: usize = 1 << 30;
 
@@ -190,13 +162,13 @@ impl RedisSettings {
 
 /// [`ContextStore`] on Redis.
 pub struct RedisStore {
-    conn: ConnectionManager,
-    settings: RedisSettings,
+    pub(super) conn: ConnectionManager,
+    pub(super) settings: RedisSettings,
+    pub(super) graph: super::redis_graph::GraphScripts,
     append: Script,
     page: Script,
     register_device: Script,
     unregister_device: Script,
-    save: Script,
     /// The value of `<prefix>epoch` when this store connected: if Redis loses it (a restart without
     /// persistence, a flush), it lost the logs this gateway's state refers to.
     epoch: String,
@@ -258,11 +230,11 @@ impl RedisStore {
         let mut store = RedisStore {
             conn,
             settings,
+            graph: super::redis_graph::GraphScripts::new(),
             append: Script::new(APPEND_LUA),
             page: Script::new(PAGE_LUA),
             register_device: Script::new(REGISTER_DEVICE_LUA),
             unregister_device: Script::new(UNREGISTER_DEVICE_LUA),
-            save: Script::new(SAVE_LUA),
             epoch: String::new(),
         };
         // The first gateway on an empty Redis sets the epoch; the others adopt it.
@@ -321,7 +293,7 @@ impl RedisStore {
     }
 
     /// Runs one Redis call within the command timeout, turning its failure into a [`StoreError`].
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         what: &'static str,
         call: impl Future<Output = RedisResult<T>>,
@@ -346,15 +318,6 @@ fn conversation_key(prefix: &str, id: &ConversationId, part: &str) -> String {
 /// `<prefix>cust:{<id>}:profile`; the hash tag keeps a customer's keys in one slot.
 fn profile_key(prefix: &str, customer: &CustomerId) -> String {
     format!("{prefix}cust:{{{customer}}}:profile")
-}
-
-/// `<prefix>ident:<kind>:<value>`, the kind as it is spelled in JSON (`wechat_open_id`).
-fn identity_key(prefix: &str, identity: &Identity) -> String {
-    let kind = serde_json::to_value(identity.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{:?}", identity.kind));
-    format!("{prefix}ident:{kind}:{}", identity.value)
 }
 
 fn classify(what: &str, error: &RedisError) -> StoreError {
@@ -463,24 +426,10 @@ impl ContextStore for RedisStore {
     }
 
     async fn save_conversation(&self, record: &ConversationRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record)
-            .map_err(|error| StoreError::Corrupt(format!("conversation does not serialize: {error}")))?;
         let closed = record.status == ConversationStatus::Closed;
-        let (ttl, idem_ttl) = self.ttls(closed);
-        let mut invocation = self.save.prepare_invoke();
-        invocation
-            .key(self.conversation_key(&record.id, "summary"))
-            .key(self.conversation_key(&record.id, "log"))
-            .key(self.conversation_key(&record.id, "cidx"))
-            .key(self.conversation_key(&record.id, "idem"))
-            .key(self.conversation_key(&record.id, "closed"))
-            .arg(json)
-            .arg(if closed { "1" } else { "0" })
-            .arg(ttl)
-            .arg(idem_ttl);
-        let mut conn = self.conn.clone();
-        self.bounded("save conversation", invocation.invoke_async::<()>(&mut conn))
-            .await
+        let keys =
+            ["summary", "log", "cidx", "idem", "closed"].map(|part| self.conversation_key(&record.id, part));
+        self.graph_save(keys, record, closed, self.ttls(closed)).await
     }
 
     async fn load_conversation(&self, id: &ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
@@ -498,31 +447,76 @@ impl ContextStore for RedisStore {
     }
 
     async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
-        let key = identity_key(&self.settings.key_prefix, identity);
-        let candidate = CustomerId::generate();
-        // Find-or-create in one atomic command: SET NX GET sets the candidate only when the identity is
-        // new and returns the customer already there otherwise, so racing resolvers agree.
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(&key)
-            .arg(candidate.as_str())
-            .arg("NX")
-            .arg("GET");
-        if self.settings.identity_ttl_secs > 0 {
-            pipe.cmd("EXPIRE")
-                .arg(&key)
-                .arg(self.settings.identity_ttl_secs)
-                .ignore();
+        self.graph_resolve(identity).await
+    }
+
+    async fn resolve_verified(&self, identities: &[Identity]) -> Result<CustomerId, StoreError> {
+        self.graph_resolve_verified(identities).await
+    }
+
+    async fn canonical_customer(&self, customer: &CustomerId) -> Result<CustomerId, StoreError> {
+        self.graph_canonical(customer).await
+    }
+
+    async fn link_identity(
+        &self,
+        customer: &CustomerId,
+        identity: &Identity,
+        change: &GraphChange,
+    ) -> Result<CustomerId, StoreError> {
+        self.graph_link(customer, identity, change).await
+    }
+
+    async fn unlink_identity(
+        &self,
+        identity: &Identity,
+        change: &GraphChange,
+    ) -> Result<Option<CustomerId>, StoreError> {
+        self.graph_unlink(identity, change).await
+    }
+
+    async fn identities_of(&self, customer: &CustomerId) -> Result<Vec<Identity>, StoreError> {
+        self.graph_identities(customer).await
+    }
+
+    async fn link_history(&self, customer: &CustomerId) -> Result<Vec<LinkRecord>, StoreError> {
+        self.graph_links(customer).await
+    }
+
+    async fn customer_conversations(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        Ok(self
+            .graph_history(customer, 0, 0)
+            .await?
+            .into_iter()
+            .map(|h| h.record)
+            .collect())
+    }
+
+    async fn customer_history(
+        &self,
+        customer: &CustomerId,
+        conversations: usize,
+        messages: usize,
+    ) -> Result<Vec<ConversationHistory>, StoreError> {
+        if conversations == 0 {
+            return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
-        let (existing,): (Option<String>,) = self
-            .bounded("resolve customer", pipe.query_async(&mut conn))
-            .await?;
-        match existing {
-            None => Ok(candidate),
-            Some(existing) => CustomerId::parse(&existing)
-                .map_err(|error| StoreError::Corrupt(format!("customer of identity: {error}"))),
-        }
+        self.graph_history(customer, conversations, messages).await
+    }
+
+    async fn erase_customer(&self, customer: &CustomerId) -> Result<ErasureReport, StoreError> {
+        self.graph_erase(customer).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.graph_append_audit(entry).await
+    }
+
+    async fn audit_entries(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.graph_audit(limit).await
     }
 
     async fn register_device(&self, customer: &CustomerId, device: &Device) -> Result<(), StoreError> {
@@ -692,6 +686,12 @@ mod tests {
             value: "o-1".to_owned(),
             verified: false,
         };
-        assert_eq!(identity_key("og:", &identity), "og:ident:wechat_open_id:o-1");
+        assert_eq!(
+            format!(
+                "og:ident:{}",
+                super::super::redis_graph::identity_field(&identity)
+            ),
+            "og:ident:wechat_open_id:o-1"
+        );
     }
 }

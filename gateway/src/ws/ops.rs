@@ -2,17 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use omnigate_connectors::model::{Channel, Content, ConversationId};
+use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId, Identity, IdentityKind};
 
 use super::session::{Gone, Role, Session};
 use crate::bus::{BusError, Participant};
+use crate::customers::{self, IdentityChange};
 use crate::protocol::{self, parse_frame, ClientOp, FrameText};
 use crate::telemetry::metrics;
 
 /// Longest disposition code.
 const MAX_DISPOSITION_LEN: usize = 64;
-/// Longest transfer reason.
+/// Longest transfer, link or unlink reason.
 const MAX_REASON_CHARS: usize = 500;
+/// Longest identity value an agent may link.
+const MAX_IDENTITY_BYTES: usize = 256;
 
 /// A refusal to send back as an `error` frame.
 struct Refusal {
@@ -98,6 +101,46 @@ impl Session {
             Participant::Agent(agent) => Ok(agent.clone()),
             Participant::Customer(_) => Err(refuse("unknown_op", "agents only")),
         }
+    }
+
+    /// `customer.link` / `customer.unlink`: allowed on a conversation the agent is offered or assigned.
+    async fn change_identity(
+        &mut self,
+        id: String,
+        change: IdentityChange,
+        kind: IdentityKind,
+        value: String,
+        reason: String,
+        reference: Option<&str>,
+    ) -> Result<Option<FrameText>, Refusal> {
+        if reason.trim().is_empty() {
+            return Err(refuse("invalid_frame", "reason is required"));
+        }
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(refuse(
+                "too_long",
+                format!("reason is longer than {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        if value.is_empty() || value.len() > MAX_IDENTITY_BYTES || value.chars().any(char::is_control) {
+            return Err(refuse(
+                "invalid_frame",
+                format!("identity.value must be 1..={MAX_IDENTITY_BYTES} bytes of text"),
+            ));
+        }
+        let agent = self.agent()?;
+        let id = conversation_id(&id)?;
+        let customer = self.state.bus.customer_of(agent.clone(), id.clone()).await?;
+        let identity = Identity {
+            kind,
+            value,
+            verified: false,
+        };
+        let d = customers::change_identity(&*self.state.store, &customer, change, identity, &agent, reason)
+            .await
+            .map_err(|error| refuse(error.code(), error.to_string()))?;
+        tracing::info!(conversation_id = %id, agent_id = %agent, ?change, "customer identity changed by an agent");
+        Ok(Some(protocol::ok(reference, d)))
     }
 
     async fn dispatch(
@@ -226,8 +269,41 @@ impl Session {
                 Ok(Some(protocol::ok(reference, d)))
             }
             ClientOp::OfferAccept { conversation_id: id } => {
-                let d = bus.accept(self.agent()?, conversation_id(&id)?).await?;
-                Ok(Some(protocol::ok(reference, d)))
+                let id = conversation_id(&id)?;
+                let d = bus.accept(self.agent()?, id.clone()).await?;
+                let customer = d["customer_id"].as_str().and_then(|c| CustomerId::parse(c).ok());
+                if self.send(protocol::ok(reference, d)).await.is_err() {
+                    return Ok(None);
+                }
+                let Some(customer) = customer else { return Ok(None) };
+                // Read after the accept, in this connection's task: the bus is never held up by history.
+                let store = std::sync::Arc::clone(&self.state.store);
+                let history = &self.state.settings.history;
+                match customers::context_frame(&*store, &customer, &id, history).await {
+                    Ok(frame) => Ok(frame),
+                    Err(error) => {
+                        tracing::warn!(conversation_id = %id, %error, "customer context not sent");
+                        Ok(None)
+                    }
+                }
+            }
+            ClientOp::CustomerLink {
+                conversation_id: id,
+                kind,
+                value,
+                reason,
+            } => {
+                self.change_identity(id, IdentityChange::Link, kind, value, reason, reference)
+                    .await
+            }
+            ClientOp::CustomerUnlink {
+                conversation_id: id,
+                kind,
+                value,
+                reason,
+            } => {
+                self.change_identity(id, IdentityChange::Unlink, kind, value, reason, reference)
+                    .await
             }
             ClientOp::OfferReject { conversation_id: id } => {
                 let d = bus.reject(self.agent()?, conversation_id(&id)?).await?;

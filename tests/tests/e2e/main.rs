@@ -7,6 +7,7 @@ mod app;
 mod bad_input;
 mod conversation;
 mod cti;
+mod customers;
 mod delivery;
 mod parallel;
 mod profiles;
