@@ -361,7 +361,9 @@ mod tests {
 
     use super::*;
     use crate::bus::BusSettings;
-    use crate::store::{Appended, ConversationRecord, EventPage, MemoryStore, NewEvent, StoreError, View};
+    use crate::store::{
+        Appended, ConversationRecord, EventPage, Held, Inbox, MemoryStore, NewEvent, StoreError, View,
+    };
 
     /// Resolves customers, then refuses every write: the store went down mid-request.
     #[derive(Debug, Default)]
@@ -401,6 +403,15 @@ mod tests {
         }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
+        }
+        async fn hold(&self, _: Inbox, _: &str, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn release(&self, _: Inbox, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn held(&self, inbox: Inbox) -> Result<Vec<Held>, StoreError> {
+            self.0.held(inbox).await
         }
     }
 

@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use omnigate_connectors::model::{ConversationId, CustomerId, Identity, IdentityKind};
 
-use super::{Appended, ContextStore, ConversationRecord, EventPage, NewEvent, StoreError, StoredEvent, View};
+use super::{
+    Appended, ContextStore, ConversationRecord, EventPage, Held, Inbox, NewEvent, StoreError, StoredEvent,
+    View,
+};
 
 /// In-memory [`ContextStore`].
 #[derive(Debug, Default)]
@@ -14,6 +17,7 @@ pub struct MemoryStore {
     logs: DashMap<ConversationId, Log>,
     conversations: DashMap<ConversationId, ConversationRecord>,
     identities: DashMap<(IdentityKind, String), CustomerId>,
+    held: DashMap<(Inbox, String), String>,
 }
 
 #[derive(Debug, Default)]
@@ -142,6 +146,30 @@ impl ContextStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn hold(&self, inbox: Inbox, key: &str, value: &str) -> Result<(), StoreError> {
+        self.held.insert((inbox, key.to_owned()), value.to_owned());
+        Ok(())
+    }
+
+    async fn release(&self, inbox: Inbox, key: &str) -> Result<(), StoreError> {
+        self.held.remove(&(inbox, key.to_owned()));
+        Ok(())
+    }
+
+    async fn held(&self, inbox: Inbox) -> Result<Vec<Held>, StoreError> {
+        let mut held: Vec<Held> = self
+            .held
+            .iter()
+            .filter(|e| e.key().0 == inbox)
+            .map(|e| Held {
+                key: e.key().1.clone(),
+                value: e.value().clone(),
+            })
+            .collect();
+        held.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(held)
     }
 }
 
