@@ -29,7 +29,7 @@ use omnigate_connectors::cti::reorder::{Offer, ReorderBuffer};
 use omnigate_connectors::cti::signature::{
     WebhookHeaders, WebhookSecret, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use omnigate_connectors::cti::wire::{self, CallEvent, ConnectAgent, CtiMessage};
+use omnigate_connectors::cti::wire::{self, CallEvent, ConnectAgent, CtiMessage, Transferred};
 use omnigate_connectors::cti::{normalize, CtiWebhook};
 use omnigate_connectors::model::{Channel, ConversationId, Identity, IdentityKind};
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, Mutex};
 use super::outbox::{backoff, Assignment};
 use super::{ChannelHub, WebhookError};
 use crate::clock::unix_ms;
+use crate::protocol::TransferTo;
 use crate::shutdown::Shutdown;
 use crate::store::Inbox;
 use crate::telemetry::metrics;
@@ -73,6 +74,8 @@ struct HeldEvent {
 #[derive(Debug)]
 struct Call {
     caller: Identity,
+    /// The agent the telephony system was last told to connect.
+    agent: Option<String>,
 }
 
 #[derive(Debug)]
@@ -286,6 +289,7 @@ async fn resume(hub: &ChannelHub, cti: &CtiEndpoint, calls: &mut Calls) -> Resul
         if let Some(caller) = &held.caller {
             calls.calls.entry(held.call_id.clone()).or_insert_with(|| Call {
                 caller: caller.clone(),
+                agent: None,
             });
         }
     }
@@ -333,9 +337,60 @@ async fn apply(
     let ack = hub
         .ingest_with(ACCOUNT, cti.queue.clone(), inbound, attributes, route)
         .await?;
-    calls.calls.insert(call_id.clone(), Call { caller });
-    calls.by_conversation.insert(ack.conversation, call_id);
+    calls
+        .calls
+        .entry(call_id.clone())
+        .and_modify(|call| call.caller = caller.clone())
+        .or_insert(Call { caller, agent: None });
+    calls
+        .by_conversation
+        .insert(ack.conversation.clone(), call_id.clone());
+    // Applied once: a re-applied event (a retry, a restart) is a duplicate and must not move the call again.
+    if let (CallEvent::Transferred(transfer), false) = (&pending.msg.event, ack.duplicate) {
+        reroute(hub, calls, &call_id, ack.conversation, transfer).await;
+    }
     Ok(())
+}
+
+/// A transfer on the telephony side moves the call's conversation in routing too: requeued to the target
+/// queue, or offered to the target agent, who then sees it and is connected like any assignee. A transfer to an
+/// external number leaves routing as it is.
+async fn reroute(
+    hub: &ChannelHub,
+    calls: &Calls,
+    call_id: &str,
+    conversation: ConversationId,
+    transfer: &Transferred,
+) {
+    let to = match (transfer.to.kind.as_str(), transfer.to.id.clone()) {
+        ("agent", Some(agent)) => TransferTo::Agent(agent),
+        ("queue", Some(queue)) => TransferTo::Queue(queue),
+        (kind, _) => {
+            tracing::info!(call_id, kind, "call transferred outside routing");
+            return;
+        }
+    };
+    let from = transfer
+        .from_agent_id
+        .clone()
+        .or_else(|| calls.calls.get(call_id).and_then(|c| c.agent.clone()));
+    let Some(from) = from else {
+        tracing::warn!(call_id, conversation_id = %conversation, "call transferred but no agent had it; not re-routed");
+        return;
+    };
+    let reason = format!("call.transferred ({})", transfer.kind);
+    match hub
+        .bus
+        .transfer(from.clone(), conversation.clone(), to, reason)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(call_id, conversation_id = %conversation, from, "call re-routed after a transfer")
+        }
+        Err(error) => {
+            tracing::warn!(call_id, conversation_id = %conversation, from, %error, "call transfer not re-routed");
+        }
+    }
 }
 
 /// Applies events whose gap deadline passed, until shutdown.
@@ -411,14 +466,15 @@ async fn connect_one(
     assignment: Assignment,
 ) {
     let Some(cti) = hub.cti.as_ref() else { return };
-    let Some(call_id) = cti
-        .calls
-        .lock()
-        .await
-        .by_conversation
-        .get(&assignment.conversation)
-        .cloned()
-    else {
+    let call_id = {
+        let mut calls = cti.calls.lock().await;
+        let call_id = calls.by_conversation.get(&assignment.conversation).cloned();
+        if let Some(call) = call_id.as_ref().and_then(|id| calls.calls.get_mut(id)) {
+            call.agent = Some(assignment.agent.clone());
+        }
+        call_id
+    };
+    let Some(call_id) = call_id else {
         tracing::warn!(conversation_id = %assignment.conversation, "assigned voice conversation has no call");
         return;
     };

@@ -363,3 +363,68 @@ async fn a_redis_outage_during_a_cti_burst_loses_nothing_that_was_answered_2xx()
         "nothing is left in the CTI inbox"
     );
 }
+
+async fn send_call(gateway: &TestGateway, call: &str, id: &str, kind: &str, seq: u64, fields: &str) {
+    let body = cti_event(id, kind, call, seq, fields);
+    let response = post_cti_event(gateway, id, &body, CTI_SECRET, None).await;
+    assert_eq!(
+        response.status / 100,
+        2,
+        "{id}: {} {}",
+        response.status,
+        response.body
+    );
+}
+
+#[tokio::test]
+async fn a_call_transferred_on_the_telephony_side_is_re_routed_to_the_target_agent_or_queue() {
+    let receiver = FakeCtiReceiver::start().await;
+    let gateway = gateway(&receiver).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    send_call(&gateway, "call_tr", "evt_t1", "call.offered", 1, OFFERED).await;
+    send_call(&gateway, "call_tr", "evt_t2", "call.queued", 2, QUEUED).await;
+    let conversation = lin.take_next().await;
+    assert_eventually!(receiver.connects().await.len() == 1, "lin is connected");
+
+    // A blind transfer to Chen: the conversation leaves Lin and is offered to Chen, who is then connected.
+    let mut chen = Agent::online(&gateway, "chen").await;
+    let to_chen = r#"{"kind":"blind","to":{"type":"agent","id":"chen"},"from_agent_id":"lin"}"#;
+    send_call(&gateway, "call_tr", "evt_t3", "call.transferred", 3, to_chen).await;
+    let offer = chen.ws.recv_until(|f| f["op"] == "offer").await;
+    assert_eq!(offer["d"]["conversation_id"], conversation.as_str());
+    assert_eq!(offer["d"]["channel"], "voice");
+    lin.ws
+        .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "conversation.transferred")
+        .await;
+    chen.accept(&conversation).await;
+    assert_eventually!(receiver.connects().await.len() == 2, "chen is connected");
+    assert_eq!(receiver.connects().await[1]["agent_id"], "chen");
+    // A retry of the transfer event changes nothing.
+    send_call(&gateway, "call_tr", "evt_t3", "call.transferred", 3, to_chen).await;
+
+    // A transfer to the cards queue, without `from_agent_id`: the call leaves Chen (the agent connected last)
+    // and the queue's expert, Lin, gets it.
+    let to_cards = r#"{"kind":"queue","to":{"type":"queue","id":"cards"}}"#;
+    send_call(&gateway, "call_tr", "evt_t4", "call.transferred", 4, to_cards).await;
+    let offer = lin.ws.recv_until(|f| f["op"] == "offer").await;
+    assert_eq!(offer["d"]["conversation_id"], conversation.as_str());
+    lin.accept(&conversation).await;
+    assert_eventually!(receiver.connects().await.len() == 3, "lin is connected again");
+    assert_eq!(receiver.connects().await[2]["agent_id"], "lin");
+    let events = agent_events(&gateway, &conversation).await;
+    let transfers: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] == "conversation.transferred")
+        .map(|e| {
+            (
+                e["from_agent_id"].as_str().unwrap_or_default(),
+                e["to_agent_id"]
+                    .as_str()
+                    .or(e["to_queue"].as_str())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(transfers, [("lin", "chen"), ("chen", "cards")], "{events:?}");
+    assert_eq!(receiver.violations().await, Vec::<String>::new());
+}
