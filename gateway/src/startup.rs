@@ -79,7 +79,7 @@ impl Gateway {
         };
         telemetry::prometheus();
         let shutdown = Shutdown::new();
-        let (outbox_handle, outbox) = channels::outbox();
+        let (outbox_handle, outbox) = channels::outbox(Arc::clone(&store));
         let has_channels = !config.channels.wechat.is_empty()
             || !config.channels.twilio.is_empty()
             || !config.channels.sms_uplinks.is_empty()

@@ -412,3 +412,89 @@ async fn a_waiting_wechat_customer_is_messaged_its_place_in_the_queue() {
         fake.violations().await
     );
 }
+
+#[tokio::test]
+async fn an_outbox_job_retrying_against_a_failing_provider_survives_a_restart_and_is_delivered_once() {
+    // Issue 4 item 7: nothing acknowledged to the agent is dropped, not even by a restart.
+    use omnigate_connectors::model::ConversationId;
+    use omnigate_gateway::store::{ContextStore, EventKind, RedisSettings, RedisStore, View};
+    use omnigate_tests::{assert_eventually, RedisServer};
+
+    let redis = RedisServer::start().await;
+    let prefix = TestGateway::fresh_prefix();
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let spawn = |retry_base_ms: u64| {
+        let account = account(&fake);
+        TestGateway::spawn_with_redis_prefix(&redis, &prefix, move |config| {
+            config.channels.wechat.push(account);
+            config.channels.outbox.retry_base_ms = retry_base_ms;
+            config.channels.outbox.retry_max_ms = retry_base_ms.max(100);
+        })
+    };
+    // The first retry would wait a minute: the restart comes before it.
+    let first = spawn(60_000).await;
+    let mut lin = Agent::online(&first, "lin").await;
+    push_ok(&first, &text_xml(OPENID, 1, "hello", now_secs()), Mode::Plain).await;
+    let conversation = lin.take_next().await;
+    fake.script([SendScript::Status(500)]).await;
+    lin.say(&conversation, "a-1", "kept across a restart").await;
+    let delivery = delivery_until(&mut lin, &conversation, "retrying").await;
+    assert_eq!(
+        states(&delivery),
+        [("pending".to_owned(), 0), ("retrying".to_owned(), 1)]
+    );
+    let held = || redis.command(&format!("HLEN {prefix}held:outbox"));
+    assert_eq!(held(), ":1\r\n", "the job is kept while it waits");
+    first.stop().await;
+    assert_eq!(fake.sent().await.len(), 0);
+
+    let second = spawn(20).await;
+    assert_eventually!(
+        fake.sent().await.len() == 1,
+        "the resumed job is delivered once the provider answers"
+    );
+    let sent = fake.sent().await;
+    assert_eq!(sent[0].body["touser"], OPENID);
+    assert_eq!(sent[0].body["text"]["content"], "kept across a restart");
+    assert_eventually!(held() == ":0\r\n", "the delivered job is released");
+    // The log shows the resumed attempt count: the restart did not start the job over.
+    let store = RedisStore::connect(RedisSettings {
+        url: redis.url(),
+        key_prefix: prefix.clone(),
+        connect_timeout: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(2),
+        conversation_ttl_secs: 3600,
+        identity_ttl_secs: 0,
+    })
+    .await
+    .expect("store");
+    let id = ConversationId::parse(&conversation).unwrap();
+    let mut logged: Vec<(String, u32)>;
+    assert_eventually!(
+        {
+            let page = store.events_after(&id, View::Agent, 0, 200).await.unwrap();
+            logged = page
+                .events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::DeliveryUpdated { state, attempt, .. } => Some((state.clone(), *attempt)),
+                    _ => None,
+                })
+                .collect();
+            logged.last().is_some_and(|(state, _)| state == "sent")
+        },
+        "the sent state is logged"
+    );
+    assert_eq!(
+        logged,
+        [
+            ("pending".to_owned(), 0),
+            ("retrying".to_owned(), 1),
+            ("sent".to_owned(), 2)
+        ]
+    );
+    second.stop().await;
+    assert_eq!(fake.sent().await.len(), 1, "exactly once");
+    assert_eq!(fake.send_attempts().await, 2);
+    assert_eq!(fake.violations().await, Vec::<String>::new());
+}
