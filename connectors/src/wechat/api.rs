@@ -97,6 +97,31 @@ pub const MEDIA_GET_PATH: &str = "/cgi-bin/media/get";
 /// Path of the temporary-media upload API (`?access_token=…&type=image`, multipart field `media`).
 pub const MEDIA_UPLOAD_PATH: &str = "/cgi-bin/media/upload";
 
+/// The multipart body of a temporary-media upload: one part named `media` carrying the file (with its name,
+/// length and content type, as the upload API expects), between `--boundary` lines; send it with
+/// `Content-Type: multipart/form-data; boundary=<boundary>`. The boundary must not occur in `bytes` (use a
+/// random one).
+pub fn media_upload_body(boundary: &str, file_name: &str, mime: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(bytes.len() + 256);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; filename=\"{file_name}\"; filelength={}\r\nContent-Type: {mime}\r\n\r\n",
+            bytes.len()
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+/// The query of a media upload of `kind` (`image`), without the access token.
+pub fn media_upload_query(kind: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("type", kind)
+        .finish()
+}
+
 /// The query of a media download (without the access token, which the token owner appends).
 pub fn media_get_query(media_id: &str) -> String {
     url::form_urlencoded::Serializer::new(String::new())
@@ -355,6 +380,15 @@ mod tests {
             .error
             .is_retryable());
         assert!(parse_media_response(200, "image/png", b"").is_err());
+    }
+
+    #[test]
+    fn the_upload_body_is_one_media_part() {
+        let body = media_upload_body("b0und", "up_1.jpg", "image/jpeg", b"\xff\xd8\xffjpeg");
+        let mut expected = b"--b0und\r\nContent-Disposition: form-data; name=\"media\"; filename=\"up_1.jpg\"; filelength=7\r\nContent-Type: image/jpeg\r\n\r\n".to_vec();
+        expected.extend_from_slice(b"\xff\xd8\xffjpeg\r\n--b0und--\r\n");
+        assert_eq!(body, expected);
+        assert_eq!(media_upload_query("image"), "type=image");
     }
 
     #[test]

@@ -10,18 +10,21 @@
 //! - `connector.rs`: the [`Connector`] trait every sender implements
 //! - `http_client.rs`: the shared rustls HTTP client
 //! - `address.rs`: where to answer each conversation (account, identity, reply window)
-//! - `outbox.rs`: retries with backoff and jitter, per-account pace, dead letters
+//! - `outbox.rs`: retries with backoff and jitter, per-account pace, dead letters, jobs kept across restarts
+//! - `media.rs`: agents' image uploads (`POST /agent/v1/media`) in a bounded store, sent by the connectors
 //! - `token.rs`: the WeChat access_token owner
 //! - `wechat.rs`: WeChat Official Account routes and sender
 //! - `wecom.rs`: WeChat Customer Service (WeCom kf): doorbell, `sync_msg` pull from a durable cursor, `send_msg`
 //! - `twilio.rs`: Twilio SMS webhook, status callbacks and sender
 //! - `sms_cn.rs`: Aliyun and Tencent SMS uplinks behind a secret path token and a peer allowlist
-//! - `cti.rs`: the signed CTI webhook (calls as voice conversations) and the connect-agent instruction
+//! - `cti.rs`: the signed CTI webhook (calls as voice conversations, kept before the 2xx) and the connect-agent
+//!   instruction
 
 pub mod address;
 pub mod connector;
 pub mod cti;
 pub mod http_client;
+pub mod media;
 pub mod outbox;
 pub mod sms_cn;
 pub mod token;
@@ -160,6 +163,10 @@ pub struct ChannelHub {
     wechat_senders: HashMap<String, Arc<wechat::WechatConnector>>,
     tokens: crate::auth::TokenAuthority,
     shutdown: Shutdown,
+    /// Agents' image uploads, sent by the connectors.
+    media: Arc<media::MediaStore>,
+    /// `channels.media_max_bytes`.
+    media_max_bytes: usize,
 }
 
 impl ChannelHub {
@@ -261,6 +268,7 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
     let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
     let mut wechat_endpoints = HashMap::new();
     let mut wechat_senders = HashMap::new();
+    let media = Arc::new(media::MediaStore::default());
     for account in &config.wechat {
         let endpoint = wechat::endpoint(account)
             .map_err(|e| anyhow::anyhow!("channels.wechat {:?}: {e}", account.id))?;
@@ -268,6 +276,7 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
         let sender = Arc::new(wechat::WechatConnector::start(
             account,
             client.clone(),
+            Arc::clone(&media),
             parts.shutdown,
         ));
         wechat_senders.insert(account.id.clone(), Arc::clone(&sender));
@@ -322,11 +331,24 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
         wechat_senders,
         tokens: parts.tokens,
         shutdown: parts.shutdown.clone(),
+        media,
+        media_max_bytes: config.media_max_bytes,
     });
     if let (Some(_), Some(assignments)) = (&hub.cti, assignments) {
         cti::start(&hub, assignments, client, config.outbox.clone(), parts.shutdown);
     }
     Ok(Channels { hub })
+}
+
+/// `POST /agent/v1/media`, agents' image uploads, under its own body limit (`channels.media_max_bytes`) rather
+/// than the public listener's: merge it after the listener's body limit layer.
+pub fn media_routes(hub: Arc<ChannelHub>) -> Router {
+    let limit = hub.media_max_bytes.saturating_add(1);
+    Router::new()
+        .route("/agent/v1/media", post(media::upload))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        .with_state(hub)
 }
 
 /// The channel webhook routes, to merge into the public app.
