@@ -286,7 +286,7 @@ async fn media_get(State(state): State<Arc<Mutex<FakeState>>>, RawQuery(query): 
 
 /// Reads a `multipart/form-data` body that must hold exactly one part, named `media`, with a file name, its
 /// `filelength` and an image content type: answers (file name, content type, bytes).
-fn parse_upload(headers: &HeaderMap, body: &[u8]) -> Result<(String, String, Vec<u8>), String> {
+pub(crate) fn parse_upload(headers: &HeaderMap, body: &[u8]) -> Result<(String, String, Vec<u8>), String> {
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())

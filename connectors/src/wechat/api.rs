@@ -165,12 +165,23 @@ pub struct UploadedMedia {
     pub kind: String,
     /// Use it in a customer-service message within 3 days.
     pub media_id: String,
-    /// Unix seconds.
-    #[serde(default)]
+    /// Unix seconds (WeCom sends it as a string, WeChat as a number).
+    #[serde(default, deserialize_with = "number_or_string")]
     pub created_at: i64,
 }
 
-/// Reads a media upload response.
+fn number_or_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| serde::de::Error::custom("created_at out of range")),
+        Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+        Value::Null => Ok(0),
+        other => Err(serde::de::Error::custom(format!("created_at {other}"))),
+    }
+}
+
+/// Reads a media upload response (WeChat's, and WeCom's of the same shape).
 ///
 /// # Errors
 /// The classified [`SendFailure`].
@@ -389,6 +400,19 @@ mod tests {
         expected.extend_from_slice(b"\xff\xd8\xffjpeg\r\n--b0und--\r\n");
         assert_eq!(body, expected);
         assert_eq!(media_upload_query("image"), "type=image");
+    }
+
+    #[test]
+    fn a_wecom_upload_response_with_a_string_time_parses() {
+        let uploaded = parse_upload_response(
+            200,
+            br#"{"errcode":0,"errmsg":"","type":"image","media_id":"1G6nrLmr5EC3","created_at":"1380000000"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (uploaded.media_id.as_str(), uploaded.created_at),
+            ("1G6nrLmr5EC3", 1_380_000_000)
+        );
     }
 
     #[test]

@@ -18,8 +18,14 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 use tokio::sync::Mutex;
 
+use omnigate_connectors::wechat::api;
+use omnigate_connectors::{ConnectorError, FailureReason, SendFailure};
+
+use super::http_client::post_media_with_token;
+use super::token::TokenManager;
 use super::ChannelHub;
 use crate::clock::unix_ms;
+use crate::telemetry::metrics;
 
 /// Uploads kept at most.
 pub const MAX_UPLOADS: usize = 256;
@@ -143,6 +149,100 @@ impl MediaStore {
             .get(id)
             .filter(|u| now_ms.saturating_sub(u.uploaded_at_ms) < UPLOAD_TTL_MS)
             .cloned()
+    }
+}
+
+/// How long before the provider's 3-day expiry a cached `media_id` is no longer used.
+const MEDIA_ID_MARGIN_MS: u64 = 3600 * 1000;
+
+/// One provider account's side of the uploads: turns an upload id into the account's `media_id`, uploading the
+/// bytes as temporary material (`media/upload?type=image`, multipart field `media`; WeChat and WeCom share the
+/// shape) the first time and caching the id for the material's 3 days.
+#[derive(Debug)]
+pub struct MediaUploader {
+    client: reqwest::Client,
+    upload_url: String,
+    channel: &'static str,
+    media: Arc<MediaStore>,
+    /// Upload id → (this account's `media_id`, unix ms it expires).
+    ids: dashmap::DashMap<String, (String, u64)>,
+}
+
+impl MediaUploader {
+    /// An uploader posting to `upload_url` with `client`; `channel` labels the token-refusal metric.
+    pub fn new(
+        client: reqwest::Client,
+        upload_url: String,
+        channel: &'static str,
+        media: Arc<MediaStore>,
+    ) -> MediaUploader {
+        MediaUploader {
+            client,
+            upload_url,
+            channel,
+            media,
+            ids: dashmap::DashMap::new(),
+        }
+    }
+
+    /// The `media_id` to send `provider_ref` with. A `provider_ref` that is no upload id is taken as a
+    /// `media_id` the provider issued (an inbound image sent back). A refused token (40001/42001) is refreshed
+    /// once and the upload retried once.
+    ///
+    /// # Errors
+    /// An upload that is gone ([`FailureReason::ContentRejected`]), or the upload API's classified failure.
+    pub async fn media_id(&self, tokens: &TokenManager, provider_ref: &str) -> Result<String, SendFailure> {
+        if !provider_ref.starts_with(UPLOAD_PREFIX) {
+            return Ok(provider_ref.to_owned());
+        }
+        let now = unix_ms();
+        if let Some(cached) = self.ids.get(provider_ref) {
+            if cached.1 > now.saturating_add(MEDIA_ID_MARGIN_MS) {
+                return Ok(cached.0.clone());
+            }
+        }
+        let Some(upload) = self.media.get(provider_ref, now).await else {
+            return Err(SendFailure {
+                error: ConnectorError::Rejected {
+                    code: "upload_gone".to_owned(),
+                    message: "the uploaded image is no longer kept; upload it again".to_owned(),
+                },
+                reason: FailureReason::ContentRejected,
+            });
+        };
+        let token = tokens.get().await?;
+        let uploaded = match self.upload(&token, &upload).await {
+            Err(failure) if failure.reason.refresh_token_and_retry() => {
+                metrics::channel_token_refused(self.channel);
+                let token = tokens.refused(token).await?;
+                self.upload(&token, &upload).await?
+            }
+            other => other?,
+        };
+        let created_ms = u64::try_from(uploaded.created_at)
+            .ok()
+            .filter(|s| *s > 0)
+            .map_or(now, |s| s.saturating_mul(1000));
+        self.ids.insert(
+            provider_ref.to_owned(),
+            (
+                uploaded.media_id.clone(),
+                created_ms.saturating_add(UPLOAD_TTL_MS),
+            ),
+        );
+        Ok(uploaded.media_id)
+    }
+
+    async fn upload(&self, token: &str, upload: &Upload) -> Result<api::UploadedMedia, SendFailure> {
+        let (status, bytes) = post_media_with_token(
+            &self.client,
+            &self.upload_url,
+            token,
+            &api::media_upload_query("image"),
+            upload,
+        )
+        .await?;
+        api::parse_upload_response(status, &bytes)
     }
 }
 

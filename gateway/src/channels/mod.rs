@@ -284,7 +284,8 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
     }
     let mut wecom_endpoints = HashMap::new();
     for account in &config.wecom {
-        let (endpoint, connector) = wecom::start(account, client.clone(), parts.shutdown)?;
+        let (endpoint, connector) =
+            wecom::start(account, client.clone(), Arc::clone(&media), parts.shutdown)?;
         wecom_endpoints.insert(account.id.clone(), endpoint);
         connectors.push(Arc::new(connector));
     }

@@ -19,8 +19,8 @@ use omnigate_connectors::wechat::OfficialAccount;
 use omnigate_connectors::{ConnectorError, FailureReason, SendFailure};
 
 use super::connector::{Connector, Receipt};
-use super::http_client::{post_json_with_token, post_media_with_token, transport_failure};
-use super::media::{MediaStore, Upload, UPLOAD_PREFIX};
+use super::http_client::{post_json_with_token, transport_failure};
+use super::media::{MediaStore, MediaUploader};
 use super::token::{TokenManager, TokenSource};
 use super::{ChannelHub, WebhookError};
 use crate::clock::unix_ms;
@@ -136,25 +136,17 @@ pub(super) async fn media(
     }
 }
 
-/// How long before WeChat's 3-day expiry a cached `media_id` is no longer used.
-const MEDIA_ID_MARGIN_MS: u64 = 3600 * 1000;
-/// WeChat keeps temporary material 3 days.
-const MEDIA_ID_LIFE_MS: u64 = 3 * 24 * 3600 * 1000;
-
 /// Sends agents' replies through the customer-service API.
 #[derive(Debug)]
 pub struct WechatConnector {
     id: String,
     client: reqwest::Client,
     media_url: String,
-    upload_url: String,
     send_url: String,
     tokens: TokenManager,
     min_interval: Duration,
-    /// Agents' uploads.
-    media: Arc<MediaStore>,
-    /// Upload id → (this account's `media_id` for it, unix ms it expires).
-    media_ids: dashmap::DashMap<String, (String, u64)>,
+    /// Agents' uploads, as this account's temporary material.
+    uploader: MediaUploader,
 }
 
 impl WechatConnector {
@@ -176,73 +168,21 @@ impl WechatConnector {
             "wechat_oa",
             shutdown,
         );
+        let uploader = MediaUploader::new(
+            client.clone(),
+            format!("{base}{}", api::MEDIA_UPLOAD_PATH),
+            "wechat_oa",
+            media,
+        );
         WechatConnector {
             id: config.id.clone(),
             client,
             send_url: format!("{base}{}", api::CUSTOM_SEND_PATH),
             media_url: format!("{base}{}", api::MEDIA_GET_PATH),
-            upload_url: format!("{base}{}", api::MEDIA_UPLOAD_PATH),
             tokens,
             min_interval: Duration::from_secs(1) / config.rate_per_second.max(1),
-            media,
-            media_ids: dashmap::DashMap::new(),
+            uploader,
         }
-    }
-
-    /// The `media_id` to send an agent's upload with: cached for the temporary material's life, else uploaded
-    /// now (`media/upload?type=image`, multipart), refreshing a refused token once. A `provider_ref` that is no
-    /// upload id is taken as a `media_id` WeChat issued (an inbound image sent back).
-    ///
-    /// # Errors
-    /// An upload that is gone ([`FailureReason::ContentRejected`]), or the upload API's classified failure.
-    async fn media_id(&self, provider_ref: &str) -> Result<String, SendFailure> {
-        if !provider_ref.starts_with(UPLOAD_PREFIX) {
-            return Ok(provider_ref.to_owned());
-        }
-        let now = unix_ms();
-        if let Some(cached) = self.media_ids.get(provider_ref) {
-            if cached.1 > now.saturating_add(MEDIA_ID_MARGIN_MS) {
-                return Ok(cached.0.clone());
-            }
-        }
-        let Some(upload) = self.media.get(provider_ref, now).await else {
-            return Err(SendFailure {
-                error: ConnectorError::Rejected {
-                    code: "upload_gone".to_owned(),
-                    message: "the uploaded image is no longer kept; upload it again".to_owned(),
-                },
-                reason: FailureReason::ContentRejected,
-            });
-        };
-        let token = self.tokens.get().await?;
-        let uploaded = match self.upload(&token, &upload).await {
-            Err(failure) if failure.reason.refresh_token_and_retry() => {
-                metrics::channel_token_refused("wechat_oa");
-                let token = self.tokens.refused(token).await?;
-                self.upload(&token, &upload).await?
-            }
-            other => other?,
-        };
-        let expires = u64::try_from(uploaded.created_at)
-            .ok()
-            .filter(|s| *s > 0)
-            .map_or(now, |s| s * 1000)
-            .saturating_add(MEDIA_ID_LIFE_MS);
-        self.media_ids
-            .insert(provider_ref.to_owned(), (uploaded.media_id.clone(), expires));
-        Ok(uploaded.media_id)
-    }
-
-    async fn upload(&self, token: &str, upload: &Upload) -> Result<api::UploadedMedia, SendFailure> {
-        let (status, bytes) = post_media_with_token(
-            &self.client,
-            &self.upload_url,
-            token,
-            &api::media_upload_query("image"),
-            upload,
-        )
-        .await?;
-        api::parse_upload_response(status, &bytes)
     }
 
     /// Downloads a temporary media by id (refreshing a refused token once); answers its content type and bytes.
@@ -312,7 +252,9 @@ impl Connector for WechatConnector {
             Content::Text { text } => api::custom_text(to, text, None),
             Content::Media {
                 kind, provider_ref, ..
-            } if kind == "image" => api::custom_image(to, &self.media_id(provider_ref).await?),
+            } if kind == "image" => {
+                api::custom_image(to, &self.uploader.media_id(&self.tokens, provider_ref).await?)
+            }
             other => {
                 return Err(SendFailure {
                     error: ConnectorError::Rejected {
