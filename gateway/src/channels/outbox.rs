@@ -408,7 +408,8 @@ async fn lane(mut rx: mpsc::Receiver<Queued>, context: Arc<Context>) {
     }
 }
 
-/// Delivers one job; once it is sent or dead-lettered (and that is logged), its kept record is released.
+/// Delivers one job; once it is sent or dead-lettered its kept record is released (also when the final state
+/// could not be logged: a sent message must not be sent again by the next start).
 async fn work(context: &Context, queued: Queued) {
     if deliver(context, &queued).await == Outcome::Interrupted {
         return;
