@@ -35,6 +35,9 @@ pub struct Channels {
     /// How long an inbound webhook may wait for its message to be in the conversation log before answering
     /// 503 (so the provider retries); below WeChat's 5 s limit.
     pub ingest_deadline_ms: u64,
+    /// Largest image an agent may upload (`POST /agent/v1/media`) to send on a channel; WeChat takes up to
+    /// 10 MiB.
+    pub media_max_bytes: usize,
 }
 
 impl Default for Channels {
@@ -49,6 +52,7 @@ impl Default for Channels {
             push: None,
             outbox: Outbox::default(),
             ingest_deadline_ms: 4_000,
+            media_max_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -297,6 +301,11 @@ fn valid_base_url(url: &str) -> bool {
 impl Channels {
     /// Checks the channel settings, reporting each problem through `problem`.
     pub(crate) fn check(&self, problem: &mut impl FnMut(String)) {
+        if self.media_max_bytes == 0 || self.media_max_bytes > 10 * 1024 * 1024 {
+            problem(
+                "channels.media_max_bytes must be between 1 and 10485760 (WeChat's image limit)".to_owned(),
+            );
+        }
         let mut ids = BTreeSet::new();
         for account in &self.wechat {
             let name = format!("channels.wechat {:?}", account.id);
@@ -462,6 +471,7 @@ from = "+14155550100"
         assert_eq!(wechat.message_quota, 5);
         assert_eq!(config.channels.twilio[0].api_base_url, "https://api.twilio.com");
         assert_eq!(config.channels.outbox.max_attempts, 8);
+        assert_eq!(config.channels.media_max_bytes, 2 * 1024 * 1024);
 
         let bad = r#"
 [auth]
@@ -492,5 +502,20 @@ auth_token = "t"
         }
         let unknown = "[channels]\nsurprise = 1\n";
         assert!(load_from_str(Some(unknown), &Default::default()).is_err());
+    }
+
+    #[test]
+    fn the_media_upload_limit_stays_within_what_wechat_takes() {
+        let toml = |bytes: usize| {
+            format!("[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n[channels]\nmedia_max_bytes = {bytes}\n")
+        };
+        let config = load_from_str(Some(&toml(1_000_000)), &Default::default()).unwrap();
+        assert_eq!(config.channels.media_max_bytes, 1_000_000);
+        for bad in [0, 10 * 1024 * 1024 + 1] {
+            let error = load_from_str(Some(&toml(bad)), &Default::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("media_max_bytes"), "{error}");
+        }
     }
 }

@@ -93,7 +93,7 @@ impl Gateway {
             let every = Duration::from_secs(config.retention.sweep_interval_secs);
             shutdown.spawn(sweep_until_stopped(memory, every, shutdown.root().clone()));
         }
-        let (outbox_handle, outbox) = channels::outbox();
+        let (outbox_handle, outbox) = channels::outbox(Arc::clone(&store));
         let has_channels = !config.channels.wechat.is_empty()
             || !config.channels.twilio.is_empty()
             || !config.channels.sms_uplinks.is_empty()

@@ -41,6 +41,7 @@ struct FakeState {
     cursors_seen: Vec<Option<String>>,
     sent: Vec<Value>,
     violations: Vec<String>,
+    uploads: Vec<crate::UploadedMedia>,
 }
 
 /// The fake WeCom API.
@@ -72,6 +73,7 @@ impl FakeWecom {
             .route("/cgi-bin/gettoken", get(gettoken))
             .route("/cgi-bin/kf/sync_msg", post(sync_msg))
             .route("/cgi-bin/kf/send_msg", post(send_msg))
+            .route("/cgi-bin/media/upload", post(media_upload))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -103,6 +105,11 @@ impl FakeWecom {
     /// Messages sent through `kf/send_msg`.
     pub async fn sent(&self) -> Vec<Value> {
         self.state.lock().await.sent.clone()
+    }
+
+    /// Temporary materials uploaded (WeCom's `media/upload`).
+    pub async fn uploads(&self) -> Vec<crate::UploadedMedia> {
+        self.state.lock().await.uploads.clone()
     }
 
     /// Requests that broke the protocol.
@@ -160,6 +167,36 @@ async fn gettoken(State(state): State<Arc<Mutex<FakeState>>>, RawQuery(query): R
         .into_response()
 }
 
+/// `POST /cgi-bin/media/upload?access_token=…&type=image`: WeCom's temporary material, the same multipart shape
+/// as WeChat's; its `created_at` is a string.
+async fn media_upload(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut state = state.lock().await;
+    if query_param(&query, "access_token") != state.token {
+        return violation(&mut state, "media/upload with a token never issued".to_owned());
+    }
+    if query_param(&query, "type").as_deref() != Some("image") {
+        return violation(&mut state, format!("media/upload with {query:?}"));
+    }
+    let (file_name, content_type, bytes) = match crate::fake_wechat::parse_upload(&headers, &body) {
+        Ok(part) => part,
+        Err(what) => return violation(&mut state, what),
+    };
+    let media_id = format!("3a8asd892asd8asd{}", state.uploads.len() + 1);
+    state.uploads.push(crate::UploadedMedia {
+        media_id: media_id.clone(),
+        file_name,
+        content_type,
+        bytes,
+    });
+    axum::Json(json!({"errcode": 0, "errmsg": "", "type": "image", "media_id": media_id, "created_at": now_secs().to_string()}))
+        .into_response()
+}
+
 async fn sync_msg(
     State(state): State<Arc<Mutex<FakeState>>>,
     RawQuery(query): RawQuery,
@@ -213,12 +250,13 @@ async fn send_msg(
             && m.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     });
-    if !msgid_ok
-        || message["open_kfid"] != OPEN_KFID
-        || !message["touser"].is_string()
-        || message["msgtype"] != "text"
-        || !message["text"]["content"].is_string()
-    {
+    let uploaded = |media_id: &str| state.uploads.iter().any(|u| u.media_id == media_id);
+    let content_ok = match message["msgtype"].as_str() {
+        Some("text") => message["text"]["content"].is_string(),
+        Some("image") => message["image"]["media_id"].as_str().is_some_and(uploaded),
+        _ => false,
+    };
+    if !msgid_ok || message["open_kfid"] != OPEN_KFID || !message["touser"].is_string() || !content_ok {
         return violation(&mut state, format!("send_msg body {message}"));
     }
     let msgid = message["msgid"].clone();

@@ -72,6 +72,31 @@ impl TestGateway {
         .await
     }
 
+    /// Starts on the Redis backend under the key prefix `prefix`, as [`TestGateway::spawn_with_redis`] does
+    /// under a fresh one: a second gateway on the same prefix is the first one restarted.
+    pub async fn spawn_with_redis_prefix(
+        redis: &RedisServer,
+        prefix: &str,
+        change: impl FnOnce(&mut Config),
+    ) -> TestGateway {
+        let url = redis.url();
+        let prefix = prefix.to_owned();
+        TestGateway::spawn_with(move |config| {
+            config.store.backend = StoreBackend::Redis;
+            config.store.redis_url = url;
+            config.store.key_prefix = prefix;
+            config.store.command_timeout_ms = 500;
+            change(config);
+        })
+        .await
+    }
+
+    /// A key prefix no other gateway in this test process uses, for [`TestGateway::spawn_with_redis_prefix`].
+    pub fn fresh_prefix() -> String {
+        let n = NEXT_PREFIX.fetch_add(1, Ordering::Relaxed);
+        format!("t{}-{n}:", std::process::id())
+    }
+
     /// Starts with the demo configuration changed by `change`.
     pub async fn spawn_with(change: impl FnOnce(&mut Config)) -> TestGateway {
         if std::env::var_os("TEST_LOG").is_some() {

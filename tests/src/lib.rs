@@ -41,7 +41,7 @@ pub use fake_push::{FakePush, PUSH_SECRET};
 pub use fake_twilio::{
     twilio_webhook, FakeTwilio, TwilioScript, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_NUMBER,
 };
-pub use fake_wechat::{FakeWechat, SendScript, SentCustom, FAKE_JPEG};
+pub use fake_wechat::{FakeWechat, SendScript, SentCustom, UploadedMedia, FAKE_JPEG};
 pub use fake_wecom::{
     encrypted as wecom_encrypted, FakeWecom, OPEN_KFID, WECOM_AES_KEY, WECOM_CORP_ID, WECOM_SECRET,
     WECOM_TOKEN,

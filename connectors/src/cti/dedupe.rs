@@ -32,6 +32,14 @@ impl SeenIds {
         true
     }
 
+    /// Forgets `id`, so its next delivery is processed: the first one was answered with an error (e.g. the
+    /// store could not keep it) and the sender retries.
+    pub fn forget(&mut self, id: &str) {
+        if let Some(expiry) = self.expires.remove(id) {
+            self.by_expiry.remove(&(expiry, id.to_owned()));
+        }
+    }
+
     /// Forgets ids older than the retention.
     pub fn purge(&mut self, now_ms: u64) {
         while self
@@ -73,5 +81,20 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert!(seen.first_time("evt_01HF0000000000000000000001", DAY + 1));
         assert!(!seen.is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_id_is_processed_again() {
+        let mut seen = SeenIds::new(DAY);
+        assert!(seen.first_time("evt_1", 0));
+        seen.forget("evt_1");
+        seen.forget("evt_never_seen");
+        assert!(
+            seen.first_time("evt_1", 10),
+            "the retry of a refused delivery is processed"
+        );
+        assert_eq!(seen.len(), 1);
+        seen.purge(DAY + 10);
+        assert!(seen.is_empty());
     }
 }

@@ -46,6 +46,14 @@ impl<T> CallSequencer<T> {
         }
     }
 
+    /// A call whose events up to `last_applied` were applied before (by a previous process).
+    pub fn resumed(gap_ms: u64, last_applied: u64) -> Self {
+        Self {
+            last_applied,
+            ..Self::new(gap_ms)
+        }
+    }
+
     /// The highest `seq` applied so far.
     pub fn last_applied(&self) -> u64 {
         self.last_applied
@@ -145,6 +153,15 @@ impl<T> ReorderBuffer<T> {
             .offer(seq, item, now_ms)
     }
 
+    /// Restores a call known to have applied every `seq` up to `last_applied` (kept state of a previous
+    /// process), unless the call is already known here.
+    pub fn resume(&mut self, call_id: &str, last_applied: u64) {
+        let gap_ms = self.gap_ms;
+        self.calls
+            .entry(call_id.to_owned())
+            .or_insert_with(|| CallSequencer::resumed(gap_ms, last_applied));
+    }
+
     /// The earliest gap deadline across calls: when to call [`Self::expire`] next.
     pub fn next_deadline(&self) -> Option<u64> {
         self.calls.values().filter_map(CallSequencer::deadline).min()
@@ -240,6 +257,23 @@ mod tests {
         assert!(b.forget("c1").is_some());
         assert!(b.call("c1").is_none());
         assert_eq!(b.call("c2").map(CallSequencer::last_applied), Some(1));
+    }
+
+    #[test]
+    fn a_resumed_call_continues_after_what_was_applied() {
+        let mut b = ReorderBuffer::new(2_000);
+        b.resume("c1", 2);
+        assert_eq!(b.offer("c1", 2, "again", 0), Offer::Duplicate);
+        assert!(matches!(
+            b.offer("c1", 4, "d", 0),
+            Offer::Buffered { waiting_for: 3, .. }
+        ));
+        b.resume("c1", 0);
+        assert_eq!(
+            b.offer("c1", 3, "c", 10),
+            Offer::Apply(vec!["c", "d"]),
+            "a known call is not reset"
+        );
     }
 
     proptest! {

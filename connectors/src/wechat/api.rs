@@ -97,6 +97,31 @@ pub const MEDIA_GET_PATH: &str = "/cgi-bin/media/get";
 /// Path of the temporary-media upload API (`?access_token=…&type=image`, multipart field `media`).
 pub const MEDIA_UPLOAD_PATH: &str = "/cgi-bin/media/upload";
 
+/// The multipart body of a temporary-media upload: one part named `media` carrying the file (with its name,
+/// length and content type, as the upload API expects), between `--boundary` lines; send it with
+/// `Content-Type: multipart/form-data; boundary=<boundary>`. The boundary must not occur in `bytes` (use a
+/// random one).
+pub fn media_upload_body(boundary: &str, file_name: &str, mime: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(bytes.len() + 256);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; filename=\"{file_name}\"; filelength={}\r\nContent-Type: {mime}\r\n\r\n",
+            bytes.len()
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+/// The query of a media upload of `kind` (`image`), without the access token.
+pub fn media_upload_query(kind: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("type", kind)
+        .finish()
+}
+
 /// The query of a media download (without the access token, which the token owner appends).
 pub fn media_get_query(media_id: &str) -> String {
     url::form_urlencoded::Serializer::new(String::new())
@@ -140,12 +165,23 @@ pub struct UploadedMedia {
     pub kind: String,
     /// Use it in a customer-service message within 3 days.
     pub media_id: String,
-    /// Unix seconds.
-    #[serde(default)]
+    /// Unix seconds (WeCom sends it as a string, WeChat as a number).
+    #[serde(default, deserialize_with = "number_or_string")]
     pub created_at: i64,
 }
 
-/// Reads a media upload response.
+fn number_or_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| serde::de::Error::custom("created_at out of range")),
+        Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+        Value::Null => Ok(0),
+        other => Err(serde::de::Error::custom(format!("created_at {other}"))),
+    }
+}
+
+/// Reads a media upload response (WeChat's, and WeCom's of the same shape).
 ///
 /// # Errors
 /// The classified [`SendFailure`].
@@ -355,6 +391,28 @@ mod tests {
             .error
             .is_retryable());
         assert!(parse_media_response(200, "image/png", b"").is_err());
+    }
+
+    #[test]
+    fn the_upload_body_is_one_media_part() {
+        let body = media_upload_body("b0und", "up_1.jpg", "image/jpeg", b"\xff\xd8\xffjpeg");
+        let mut expected = b"--b0und\r\nContent-Disposition: form-data; name=\"media\"; filename=\"up_1.jpg\"; filelength=7\r\nContent-Type: image/jpeg\r\n\r\n".to_vec();
+        expected.extend_from_slice(b"\xff\xd8\xffjpeg\r\n--b0und--\r\n");
+        assert_eq!(body, expected);
+        assert_eq!(media_upload_query("image"), "type=image");
+    }
+
+    #[test]
+    fn a_wecom_upload_response_with_a_string_time_parses() {
+        let uploaded = parse_upload_response(
+            200,
+            br#"{"errcode":0,"errmsg":"","type":"image","media_id":"1G6nrLmr5EC3","created_at":"1380000000"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (uploaded.media_id.as_str(), uploaded.created_at),
+            ("1G6nrLmr5EC3", 1_380_000_000)
+        );
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub trait ChannelOutbound: Send + Sync + fmt::Debug + 'static {
     /// SMS segments `content` takes on `channel`, shown to the agent in the `pending` delivery state.
     fn segments(&self, channel: Channel, content: &Content) -> Option<u32>;
 
-    /// Queues the job for delivery. Nothing acknowledged to the agent may be dropped: wait for room.
+    /// Keeps the job (so a restart resumes it) and queues it for delivery. Nothing acknowledged to the agent may
+    /// be dropped: wait for room.
     async fn submit(&self, job: OutboundJob);
 
     /// An agent took a conversation on `channel` (a call must be connected to the agent's phone). Only queues.
@@ -210,16 +211,20 @@ impl BusActor {
             provider_message_id: None,
             segments: outbound.segments(channel, &content),
         };
-        if let Err(error) = self.delivery_updated(conversation.clone(), pending).await {
+        let job = OutboundJob {
+            conversation: conversation.clone(),
+            message_id,
+            channel,
+            content,
+        };
+        // Concurrently, so the `pending` state and the outbox's record of the job cost one round trip of
+        // latency; the job's states are logged through the bus, so `pending` still comes first.
+        let (logged, ()) = tokio::join!(
+            self.delivery_updated(conversation.clone(), pending),
+            outbound.submit(job)
+        );
+        if let Err(error) = logged {
             tracing::warn!(conversation_id = %conversation, %error, "pending delivery state not logged");
         }
-        outbound
-            .submit(OutboundJob {
-                conversation: conversation.clone(),
-                message_id,
-                channel,
-                content,
-            })
-            .await;
     }
 }

@@ -6,9 +6,15 @@
 //! raw body, so the agent sees the call in the same view as a chat. The call enters routing (voice capacity)
 //! at `call.queued`, carrying the IVR input as routing attributes that the offer shows. Events after a `seq` gap wait in the
 //! reorder buffer until the gap fills or `reorder_gap_ms` passes; a `webhook-id` seen before, or a `seq` already
-//! applied, answers 200 without processing.
+//! applied, answers 2xx without processing.
+//!
+//! Nothing answered 2xx is lost: every new event is kept in the store's CTI inbox ([`Inbox::Cti`]) before the
+//! answer, and released once it is in its conversation. A store that cannot keep it gets a 503, so the
+//! telephony platform retries. An event whose conversation write fails after that stays first in its call's
+//! ready queue and is retried (in order) by the gap timer; a restarted gateway loads the kept events and resumes
+//! each call's order from them before it takes a new event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,15 +29,18 @@ use omnigate_connectors::cti::reorder::{Offer, ReorderBuffer};
 use omnigate_connectors::cti::signature::{
     WebhookHeaders, WebhookSecret, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use omnigate_connectors::cti::wire::{CallEvent, ConnectAgent, CtiMessage};
+use omnigate_connectors::cti::wire::{self, CallEvent, ConnectAgent, CtiMessage, Transferred};
 use omnigate_connectors::cti::{normalize, CtiWebhook};
 use omnigate_connectors::model::{Channel, ConversationId, Identity, IdentityKind};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Mutex};
 
 use super::outbox::{backoff, Assignment};
 use super::{ChannelHub, WebhookError};
 use crate::clock::unix_ms;
+use crate::protocol::TransferTo;
 use crate::shutdown::Shutdown;
+use crate::store::Inbox;
 use crate::telemetry::metrics;
 
 /// The connector id voice conversations are stored under.
@@ -45,16 +54,38 @@ const EXPIRY_TICK: Duration = Duration::from_millis(100);
 struct Pending {
     msg: CtiMessage,
     raw: String,
+    /// Its record in the store's CTI inbox, released once applied.
+    key: String,
+}
+
+/// An accepted event as held in the store until it is applied: the raw body (verified when it arrived) and
+/// the call's last applied `seq` when it was held, from which a restarted gateway resumes the call's order.
+#[derive(Debug, Serialize, Deserialize)]
+struct HeldEvent {
+    call_id: String,
+    seq: u64,
+    after: u64,
+    raw: String,
+    /// The caller, when an earlier event of the call named it (later events do not).
+    #[serde(default)]
+    caller: Option<Identity>,
 }
 
 #[derive(Debug)]
 struct Call {
     caller: Identity,
+    /// The agent the telephony system was last told to connect.
+    agent: Option<String>,
 }
 
 #[derive(Debug)]
 struct Calls {
+    /// Whether the held events of the previous run were loaded into `buffer`.
+    resumed: bool,
     buffer: ReorderBuffer<Pending>,
+    /// Events released in order by the buffer whose store write failed: retried, in order, before anything
+    /// later of the same call.
+    ready: HashMap<String, VecDeque<Pending>>,
     seen: SeenIds,
     calls: HashMap<String, Call>,
     by_conversation: HashMap<ConversationId, String>,
@@ -67,6 +98,7 @@ pub struct CtiEndpoint {
     tenant: String,
     queue: Option<String>,
     connect_url: String,
+    max_body_bytes: usize,
     calls: Mutex<Calls>,
 }
 
@@ -93,7 +125,10 @@ pub fn endpoint(config: &CtiConfig) -> anyhow::Result<CtiEndpoint> {
         tenant: config.tenant.clone(),
         queue: Some(config.queue.clone()).filter(|q| !q.is_empty()),
         connect_url: config.connect_url.clone(),
+        max_body_bytes: config.max_body_bytes,
         calls: Mutex::new(Calls {
+            resumed: false,
+            ready: HashMap::new(),
             buffer: ReorderBuffer::new(config.reorder_gap_ms),
             seen: SeenIds::new(SEEN_RETENTION_MS),
             calls: HashMap::new(),
@@ -127,6 +162,7 @@ pub(super) async fn events(
     // Verified JSON is UTF-8.
     let raw = String::from_utf8_lossy(&body).into_owned();
     let mut calls = cti.calls.lock().await;
+    resume(&hub, cti, &mut calls).await?;
     calls.seen.purge(now_ms);
     if !calls.seen.first_time(&msg.envelope.id, now_ms) {
         metrics::channel_inbound(Channel::Voice.as_str(), "duplicate");
@@ -134,7 +170,47 @@ pub(super) async fn events(
     }
     let call_id = msg.envelope.call_id.clone();
     let seq = msg.envelope.seq;
-    match calls.buffer.offer(&call_id, seq, Pending { msg, raw }, now_ms) {
+    let after = calls.buffer.call(&call_id).map_or(0, |c| c.last_applied());
+    if seq <= after {
+        metrics::channel_inbound(Channel::Voice.as_str(), "duplicate");
+        return Ok(ok());
+    }
+    // Durable before the 2xx: once the telephony platform is told "accepted" it never sends the event again,
+    // so the event must survive a failed store write and a restart from here on.
+    let key = held_key(&call_id, seq);
+    let held = HeldEvent {
+        call_id: call_id.clone(),
+        seq,
+        after,
+        raw,
+        caller: calls.calls.get(&call_id).map(|c| c.caller.clone()),
+    };
+    let value = serde_json::to_string(&held).map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+    if let Err(error) = hub.store.hold(Inbox::Cti, &key, &value).await {
+        calls.seen.forget(&msg.envelope.id);
+        tracing::warn!(call_id, seq, %error, "cti event not kept; the telephony platform will retry");
+        return Err(WebhookError::Unavailable(error.to_string()));
+    }
+    let pending = Pending {
+        msg,
+        raw: held.raw,
+        key,
+    };
+    offer(&hub, cti, &mut calls, pending, now_ms).await;
+    Ok(ok())
+}
+
+/// `<call_id>#<seq>`: the event's key in the CTI inbox.
+fn held_key(call_id: &str, seq: u64) -> String {
+    format!("{call_id}#{seq:020}")
+}
+
+/// Puts a kept event into its call's order and applies what became ready. A store failure while applying
+/// leaves the event (kept) at the head of its call's ready queue, retried by the gap timer.
+async fn offer(hub: &ChannelHub, cti: &CtiEndpoint, calls: &mut Calls, pending: Pending, now_ms: u64) {
+    let call_id = pending.msg.envelope.call_id.clone();
+    let seq = pending.msg.envelope.seq;
+    match calls.buffer.offer(&call_id, seq, pending, now_ms) {
         Offer::Duplicate | Offer::AlreadyBuffered => {
             metrics::channel_inbound(Channel::Voice.as_str(), "duplicate");
         }
@@ -142,12 +218,99 @@ pub(super) async fn events(
             tracing::debug!(call_id, seq, waiting_for, "cti event held back behind a seq gap");
         }
         Offer::Apply(items) => {
-            for pending in items {
-                apply(&hub, cti, &mut calls, pending).await?;
+            calls.ready.entry(call_id.clone()).or_default().extend(items);
+            drain(hub, cti, calls, &call_id).await;
+        }
+    }
+}
+
+/// Applies a call's ready events in order, releasing each from the store once applied; stops at the first
+/// that cannot be stored (it stays first, and kept).
+async fn drain(hub: &ChannelHub, cti: &CtiEndpoint, calls: &mut Calls, call_id: &str) {
+    while let Some(pending) = calls.ready.get_mut(call_id).and_then(VecDeque::pop_front) {
+        let seq = pending.msg.envelope.seq;
+        match apply(hub, cti, calls, &pending).await {
+            Ok(()) => {
+                if let Err(error) = hub.store.release(Inbox::Cti, &pending.key).await {
+                    // Applying is idempotent: a restart applies it again as a duplicate.
+                    tracing::warn!(call_id, seq, %error, "applied cti event not released");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(call_id, seq, %error, "cti event not stored yet; kept and retried");
+                if let Some(queue) = calls.ready.get_mut(call_id) {
+                    queue.push_front(pending);
+                }
+                return;
             }
         }
     }
-    Ok(ok())
+    calls.ready.remove(call_id);
+}
+
+/// Once per process, before any event is taken: loads the events the previous run kept but did not apply,
+/// and puts them back in their calls' order (each call resumes after the lowest `seq` its held events saw
+/// applied, so nothing held is taken for a duplicate; an event applied twice is stored once).
+///
+/// # Errors
+/// The store cannot list them: events cannot be taken in order yet (the caller answers 5xx).
+async fn resume(hub: &ChannelHub, cti: &CtiEndpoint, calls: &mut Calls) -> Result<(), WebhookError> {
+    if calls.resumed {
+        return Ok(());
+    }
+    let held = hub
+        .store
+        .held(Inbox::Cti)
+        .await
+        .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+    let mut events = Vec::new();
+    for record in held {
+        let parsed = serde_json::from_str::<HeldEvent>(&record.value)
+            .map_err(|e| e.to_string())
+            .and_then(|h| {
+                wire::parse(h.raw.as_bytes(), cti.max_body_bytes.max(h.raw.len()))
+                    .map(|msg| (h, msg))
+                    .map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok((held, msg)) => events.push((record.key, held, msg)),
+            Err(error) => tracing::error!(key = record.key, %error, "held cti event unreadable; skipped"),
+        }
+    }
+    let mut start: HashMap<String, u64> = HashMap::new();
+    for (_, held, _) in &events {
+        let after = start.entry(held.call_id.clone()).or_insert(held.after);
+        *after = (*after).min(held.after);
+    }
+    for (call_id, after) in &start {
+        calls.buffer.resume(call_id, *after);
+    }
+    for (_, held, _) in &events {
+        if let Some(caller) = &held.caller {
+            calls.calls.entry(held.call_id.clone()).or_insert_with(|| Call {
+                caller: caller.clone(),
+                agent: None,
+            });
+        }
+    }
+    calls.resumed = true;
+    if !events.is_empty() {
+        tracing::info!(
+            events = events.len(),
+            calls = start.len(),
+            "resuming kept cti events"
+        );
+    }
+    let now_ms = unix_ms();
+    for (key, held, msg) in events {
+        let pending = Pending {
+            msg,
+            raw: held.raw,
+            key,
+        };
+        offer(hub, cti, calls, pending, now_ms).await;
+    }
+    Ok(())
 }
 
 /// Stores one call event, in order, in the call's conversation.
@@ -155,7 +318,7 @@ async fn apply(
     hub: &ChannelHub,
     cti: &CtiEndpoint,
     calls: &mut Calls,
-    pending: Pending,
+    pending: &Pending,
 ) -> Result<(), WebhookError> {
     let call_id = pending.msg.envelope.call_id.clone();
     let caller = normalize::caller_identity(&pending.msg.event)
@@ -174,9 +337,60 @@ async fn apply(
     let ack = hub
         .ingest_with(ACCOUNT, cti.queue.clone(), inbound, attributes, route)
         .await?;
-    calls.calls.insert(call_id.clone(), Call { caller });
-    calls.by_conversation.insert(ack.conversation, call_id);
+    calls
+        .calls
+        .entry(call_id.clone())
+        .and_modify(|call| call.caller = caller.clone())
+        .or_insert(Call { caller, agent: None });
+    calls
+        .by_conversation
+        .insert(ack.conversation.clone(), call_id.clone());
+    // Applied once: a re-applied event (a retry, a restart) is a duplicate and must not move the call again.
+    if let (CallEvent::Transferred(transfer), false) = (&pending.msg.event, ack.duplicate) {
+        reroute(hub, calls, &call_id, ack.conversation, transfer).await;
+    }
     Ok(())
+}
+
+/// A transfer on the telephony side moves the call's conversation in routing too: requeued to the target
+/// queue, or offered to the target agent, who then sees it and is connected like any assignee. A transfer to an
+/// external number leaves routing as it is.
+async fn reroute(
+    hub: &ChannelHub,
+    calls: &Calls,
+    call_id: &str,
+    conversation: ConversationId,
+    transfer: &Transferred,
+) {
+    let to = match (transfer.to.kind.as_str(), transfer.to.id.clone()) {
+        ("agent", Some(agent)) => TransferTo::Agent(agent),
+        ("queue", Some(queue)) => TransferTo::Queue(queue),
+        (kind, _) => {
+            tracing::info!(call_id, kind, "call transferred outside routing");
+            return;
+        }
+    };
+    let from = transfer
+        .from_agent_id
+        .clone()
+        .or_else(|| calls.calls.get(call_id).and_then(|c| c.agent.clone()));
+    let Some(from) = from else {
+        tracing::warn!(call_id, conversation_id = %conversation, "call transferred but no agent had it; not re-routed");
+        return;
+    };
+    let reason = format!("call.transferred ({})", transfer.kind);
+    match hub
+        .bus
+        .transfer(from.clone(), conversation.clone(), to, reason)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(call_id, conversation_id = %conversation, from, "call re-routed after a transfer")
+        }
+        Err(error) => {
+            tracing::warn!(call_id, conversation_id = %conversation, from, %error, "call transfer not re-routed");
+        }
+    }
 }
 
 /// Applies events whose gap deadline passed, until shutdown.
@@ -189,6 +403,15 @@ async fn expire_gaps(hub: Arc<ChannelHub>, stop: tokio_util::sync::CancellationT
         let Some(cti) = hub.cti.as_ref() else { return };
         let now_ms = unix_ms();
         let mut calls = cti.calls.lock().await;
+        if let Err(error) = resume(&hub, cti, &mut calls).await {
+            tracing::warn!(%error, "kept cti events not resumed yet");
+            continue;
+        }
+        // Events released earlier whose store write failed, in order, before anything newer.
+        let stuck: Vec<String> = calls.ready.keys().cloned().collect();
+        for call_id in stuck {
+            drain(&hub, cti, &mut calls, &call_id).await;
+        }
         if calls.buffer.next_deadline().is_none_or(|d| d > now_ms) {
             continue;
         }
@@ -197,11 +420,8 @@ async fn expire_gaps(hub: Arc<ChannelHub>, stop: tokio_util::sync::CancellationT
                 call_id,
                 "cti seq gap not filled in time; applying the events held behind it"
             );
-            for pending in items {
-                if let Err(error) = apply(&hub, cti, &mut calls, pending).await {
-                    tracing::error!(call_id, %error, "held-back cti event not stored");
-                }
-            }
+            calls.ready.entry(call_id.clone()).or_default().extend(items);
+            drain(&hub, cti, &mut calls, &call_id).await;
         }
     }
 }
@@ -246,14 +466,15 @@ async fn connect_one(
     assignment: Assignment,
 ) {
     let Some(cti) = hub.cti.as_ref() else { return };
-    let Some(call_id) = cti
-        .calls
-        .lock()
-        .await
-        .by_conversation
-        .get(&assignment.conversation)
-        .cloned()
-    else {
+    let call_id = {
+        let mut calls = cti.calls.lock().await;
+        let call_id = calls.by_conversation.get(&assignment.conversation).cloned();
+        if let Some(call) = call_id.as_ref().and_then(|id| calls.calls.get_mut(id)) {
+            call.agent = Some(assignment.agent.clone());
+        }
+        call_id
+    };
+    let Some(call_id) = call_id else {
         tracing::warn!(conversation_id = %assignment.conversation, "assigned voice conversation has no call");
         return;
     };

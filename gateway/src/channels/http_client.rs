@@ -37,6 +37,43 @@ pub(crate) async fn post_json_with_token(
     Ok((status, bytes))
 }
 
+/// POSTs a file as multipart form data to a Tencent-style media upload API (`{url}?access_token=…&{query}`) and
+/// returns the response's status and body for the caller's parser.
+///
+/// # Errors
+/// A transport failure (no response), which is retryable.
+pub(crate) async fn post_media_with_token(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &str,
+    upload: &super::media::Upload,
+) -> Result<(u16, axum::body::Bytes), SendFailure> {
+    let token = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("access_token", token)
+        .finish();
+    let boundary = format!("omnigate{}", uuid::Uuid::new_v4().simple());
+    let body = omnigate_connectors::wechat::api::media_upload_body(
+        &boundary,
+        &upload.file_name,
+        &upload.mime,
+        &upload.bytes,
+    );
+    let response = client
+        .post(format!("{url}?{token}&{query}"))
+        .header(
+            http::header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| transport_failure(&e))?;
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.map_err(|e| transport_failure(&e))?;
+    Ok((status, bytes))
+}
+
 /// Builds the client shared by all connectors.
 ///
 /// # Errors

@@ -10,18 +10,21 @@
 //! - `connector.rs`: the [`Connector`] trait every sender implements
 //! - `http_client.rs`: the shared rustls HTTP client
 //! - `address.rs`: where to answer each conversation (account, identity, reply window)
-//! - `outbox.rs`: retries with backoff and jitter, per-account pace, dead letters
+//! - `outbox.rs`: retries with backoff and jitter, per-account pace, dead letters, jobs kept across restarts
+//! - `media.rs`: agents' image uploads (`POST /agent/v1/media`) in a bounded store, sent by the connectors
 //! - `token.rs`: the WeChat access_token owner
 //! - `wechat.rs`: WeChat Official Account routes and sender
 //! - `wecom.rs`: WeChat Customer Service (WeCom kf): doorbell, `sync_msg` pull from a durable cursor, `send_msg`
 //! - `twilio.rs`: Twilio SMS webhook, status callbacks and sender
 //! - `sms_cn.rs`: Aliyun and Tencent SMS uplinks behind a secret path token and a peer allowlist
-//! - `cti.rs`: the signed CTI webhook (calls as voice conversations) and the connect-agent instruction
+//! - `cti.rs`: the signed CTI webhook (calls as voice conversations, kept before the 2xx) and the connect-agent
+//!   instruction
 
 pub mod address;
 pub mod connector;
 pub mod cti;
 pub mod http_client;
+pub mod media;
 pub mod outbox;
 pub mod sms_cn;
 pub mod token;
@@ -160,6 +163,10 @@ pub struct ChannelHub {
     wechat_senders: HashMap<String, Arc<wechat::WechatConnector>>,
     tokens: crate::auth::TokenAuthority,
     shutdown: Shutdown,
+    /// Agents' image uploads, sent by the connectors.
+    media: Arc<media::MediaStore>,
+    /// `channels.media_max_bytes`.
+    media_max_bytes: usize,
 }
 
 impl ChannelHub {
@@ -266,6 +273,7 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
     let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
     let mut wechat_endpoints = HashMap::new();
     let mut wechat_senders = HashMap::new();
+    let media = Arc::new(media::MediaStore::default());
     for account in &config.wechat {
         let endpoint = wechat::endpoint(account)
             .map_err(|e| anyhow::anyhow!("channels.wechat {:?}: {e}", account.id))?;
@@ -273,6 +281,7 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
         let sender = Arc::new(wechat::WechatConnector::start(
             account,
             client.clone(),
+            Arc::clone(&media),
             parts.shutdown,
         ));
         wechat_senders.insert(account.id.clone(), Arc::clone(&sender));
@@ -280,7 +289,8 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
     }
     let mut wecom_endpoints = HashMap::new();
     for account in &config.wecom {
-        let (endpoint, connector) = wecom::start(account, client.clone(), parts.shutdown)?;
+        let (endpoint, connector) =
+            wecom::start(account, client.clone(), Arc::clone(&media), parts.shutdown)?;
         wecom_endpoints.insert(account.id.clone(), endpoint);
         connectors.push(Arc::new(connector));
     }
@@ -327,11 +337,24 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
         wechat_senders,
         tokens: parts.tokens,
         shutdown: parts.shutdown.clone(),
+        media,
+        media_max_bytes: config.media_max_bytes,
     });
     if let (Some(_), Some(assignments)) = (&hub.cti, assignments) {
         cti::start(&hub, assignments, client, config.outbox.clone(), parts.shutdown);
     }
     Ok(Channels { hub })
+}
+
+/// `POST /agent/v1/media`, agents' image uploads, under its own body limit (`channels.media_max_bytes`) rather
+/// than the public listener's: merge it after the listener's body limit layer.
+pub fn media_routes(hub: Arc<ChannelHub>) -> Router {
+    let limit = hub.media_max_bytes.saturating_add(1);
+    Router::new()
+        .route("/agent/v1/media", post(media::upload))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        .with_state(hub)
 }
 
 /// The channel webhook routes, to merge into the public app.
@@ -368,7 +391,7 @@ mod tests {
     use crate::bus::BusSettings;
     use crate::store::{
         Appended, AuditEntry, ConversationHistory, ConversationRecord, CustomerProfile, ErasureReport,
-        EventPage, GraphChange, LinkRecord, MemoryStore, NewEvent, StoreError, View,
+        EventPage, GraphChange, Held, Inbox, LinkRecord, MemoryStore, NewEvent, StoreError, View,
     };
 
     /// Resolves customers, then refuses every write: the store went down mid-request.
@@ -484,6 +507,298 @@ mod tests {
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
         }
+        async fn hold(&self, _: Inbox, _: &str, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn release(&self, _: Inbox, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("connection refused".to_owned()))
+        }
+        async fn held(&self, inbox: Inbox) -> Result<Vec<Held>, StoreError> {
+            self.0.held(inbox).await
+        }
+    }
+
+    /// Keeps held records and resolves customers, but refuses conversation writes until healed: the store
+    /// failed between keeping a CTI event and storing it in its conversation.
+    #[derive(Debug, Default)]
+    struct LogsDown {
+        inner: MemoryStore,
+        healed: std::sync::atomic::AtomicBool,
+    }
+
+    impl LogsDown {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.healed.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(StoreError::Unavailable("connection refused".to_owned()))
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ContextStore for LogsDown {
+        async fn append(&self, c: &ConversationId, e: NewEvent) -> Result<Appended, StoreError> {
+            self.check()?;
+            self.inner.append(c, e).await
+        }
+        async fn events_after(
+            &self,
+            c: &ConversationId,
+            v: View,
+            a: u64,
+            l: usize,
+        ) -> Result<EventPage, StoreError> {
+            self.inner.events_after(c, v, a, l).await
+        }
+        async fn customer_position(&self, c: &ConversationId, s: u64) -> Result<u64, StoreError> {
+            self.inner.customer_position(c, s).await
+        }
+        async fn agent_position(&self, c: &ConversationId, s: u64) -> Result<Option<u64>, StoreError> {
+            self.inner.agent_position(c, s).await
+        }
+        async fn save_conversation(&self, r: &ConversationRecord) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.save_conversation(r).await
+        }
+        async fn load_conversation(
+            &self,
+            id: &ConversationId,
+        ) -> Result<Option<ConversationRecord>, StoreError> {
+            self.inner.load_conversation(id).await
+        }
+        async fn resolve_customer(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
+            self.inner.resolve_customer(identity).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn register_device(&self, c: &CustomerId, d: &crate::store::Device) -> Result<(), StoreError> {
+            self.inner.register_device(c, d).await
+        }
+        async fn unregister_device(
+            &self,
+            c: &CustomerId,
+            p: crate::store::PushPlatform,
+            t: &str,
+        ) -> Result<bool, StoreError> {
+            self.inner.unregister_device(c, p, t).await
+        }
+        async fn devices(&self, c: &CustomerId) -> Result<Vec<crate::store::Device>, StoreError> {
+            self.inner.devices(c).await
+        }
+        async fn save_profile(&self, c: &CustomerId, p: &CustomerProfile) -> Result<(), StoreError> {
+            self.inner.save_profile(c, p).await
+        }
+        async fn load_profile(&self, c: &CustomerId) -> Result<Option<CustomerProfile>, StoreError> {
+            self.inner.load_profile(c).await
+        }
+        async fn delete_profile(&self, c: &CustomerId) -> Result<(), StoreError> {
+            self.inner.delete_profile(c).await
+        }
+        async fn resolve_verified(&self, identities: &[Identity]) -> Result<CustomerId, StoreError> {
+            self.inner.resolve_verified(identities).await
+        }
+        async fn canonical_customer(&self, c: &CustomerId) -> Result<CustomerId, StoreError> {
+            self.inner.canonical_customer(c).await
+        }
+        async fn link_identity(
+            &self,
+            c: &CustomerId,
+            i: &Identity,
+            g: &GraphChange,
+        ) -> Result<CustomerId, StoreError> {
+            self.inner.link_identity(c, i, g).await
+        }
+        async fn unlink_identity(
+            &self,
+            i: &Identity,
+            g: &GraphChange,
+        ) -> Result<Option<CustomerId>, StoreError> {
+            self.inner.unlink_identity(i, g).await
+        }
+        async fn identities_of(&self, c: &CustomerId) -> Result<Vec<Identity>, StoreError> {
+            self.inner.identities_of(c).await
+        }
+        async fn link_history(&self, c: &CustomerId) -> Result<Vec<LinkRecord>, StoreError> {
+            self.inner.link_history(c).await
+        }
+        async fn customer_conversations(
+            &self,
+            c: &CustomerId,
+        ) -> Result<Vec<ConversationRecord>, StoreError> {
+            self.inner.customer_conversations(c).await
+        }
+        async fn customer_history(
+            &self,
+            c: &CustomerId,
+            n: usize,
+            m: usize,
+        ) -> Result<Vec<ConversationHistory>, StoreError> {
+            self.inner.customer_history(c, n, m).await
+        }
+        async fn erase_customer(&self, c: &CustomerId) -> Result<ErasureReport, StoreError> {
+            self.inner.erase_customer(c).await
+        }
+        async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+            self.inner.append_audit(e).await
+        }
+        async fn audit_entries(&self, l: usize) -> Result<Vec<AuditEntry>, StoreError> {
+            self.inner.audit_entries(l).await
+        }
+        async fn hold(&self, inbox: Inbox, key: &str, value: &str) -> Result<(), StoreError> {
+            self.inner.hold(inbox, key, value).await
+        }
+        async fn release(&self, inbox: Inbox, key: &str) -> Result<(), StoreError> {
+            self.inner.release(inbox, key).await
+        }
+        async fn held(&self, inbox: Inbox) -> Result<Vec<Held>, StoreError> {
+            self.inner.held(inbox).await
+        }
+    }
+
+    /// The demo channels with `change` applied, built on `store` (no agents, no outbound).
+    fn build_on(
+        store: Arc<dyn ContextStore>,
+        shutdown: &Shutdown,
+        change: impl FnOnce(&mut ChannelsConfig),
+    ) -> Channels {
+        let config =
+            omnigate_config::load_from_str(Some(omnigate_config::DEFAULT_CONFIG_TOML), &BTreeMap::new())
+                .unwrap();
+        let settings = BusSettings {
+            reopen_window_ms: 1_000,
+            default_queue: config.routing.default_queue.clone(),
+            agents: Vec::new(),
+            outbound: None,
+            push: None,
+            position_message_thresholds: Vec::new(),
+            position_message: String::new(),
+            profiles: Arc::default(),
+            evict_after_ms: 1_000,
+            linked_preferred_agent_ms: 0,
+        };
+        let bus = Bus::start(
+            settings,
+            RoutingEngine::new(&config.routing).unwrap(),
+            Arc::clone(&store),
+            shutdown,
+        );
+        let (_, outbox) = outbox(Arc::clone(&store));
+        let mut channels = config.channels.clone();
+        change(&mut channels);
+        build(ChannelParts {
+            config: &channels,
+            bus,
+            store,
+            outbox,
+            shutdown,
+            public_base_url: "http://127.0.0.1".to_owned(),
+            tokens: crate::auth::TokenAuthority::new(&omnigate_config::SecretString::from("k".repeat(32))),
+        })
+        .unwrap()
+    }
+
+    fn cti_request(id: &str, kind: &str, seq: u64, fields: &str) -> http::Request<Body> {
+        use omnigate_connectors::cti::signature::{sign_headers, WebhookSecret};
+        let mut body: serde_json::Value = serde_json::from_str(fields).unwrap();
+        let envelope = serde_json::json!({
+            "specversion": "cti-webhook/1", "id": id, "type": kind, "tenant": "acme", "source": "unit",
+            "call_id": "call_1", "seq": seq, "occurred_at": "2026-11-23T10:00:00.000Z",
+        });
+        if let (Some(object), serde_json::Value::Object(env)) = (body.as_object_mut(), envelope) {
+            object.extend(env);
+        }
+        let body = body.to_string();
+        let secret = WebhookSecret::parse(CTI_TEST_SECRET).unwrap();
+        let now = (crate::clock::unix_ms() / 1000) as i64;
+        let mut request =
+            http::Request::post("/channels/cti/v1/events").header("content-type", "application/json");
+        for (name, value) in sign_headers(&[secret], id, now, body.as_bytes()) {
+            request = request.header(name, value);
+        }
+        request.body(Body::from(body)).unwrap()
+    }
+
+    const CTI_TEST_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[tokio::test]
+    async fn a_cti_event_kept_before_its_conversation_write_failed_is_stored_in_order_once_the_store_heals() {
+        let shutdown = Shutdown::new();
+        let store = Arc::new(LogsDown::default());
+        let built = build_on(
+            Arc::clone(&store) as Arc<dyn ContextStore>,
+            &shutdown,
+            |channels| {
+                channels.cti = Some(omnigate_config::Cti {
+                    secret: omnigate_config::SecretString::from(CTI_TEST_SECRET.to_owned()),
+                    previous_secret: None,
+                    tenant: "acme".to_owned(),
+                    connect_url: "http://127.0.0.1:9/connect".to_owned(),
+                    queue: String::new(),
+                    reorder_gap_ms: 3_000,
+                    max_body_bytes: 65_536,
+                });
+            },
+        );
+        let app = routes(Arc::clone(&built.hub));
+        let offered = r#"{"direction":"inbound","from":"+8613800138000","to":"+864000000000"}"#;
+        let ivr = r#"{"menu":"main","digits":"2"}"#;
+        for (id, kind, seq, fields) in [
+            ("evt_1", "call.offered", 1, offered),
+            ("evt_2", "call.ivr_input", 2, ivr),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(cti_request(id, kind, seq, fields))
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::NO_CONTENT,
+                "{id}: kept, so accepted"
+            );
+        }
+        assert_eq!(store.held(Inbox::Cti).await.unwrap().len(), 2);
+        store.healed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !store.held(Inbox::Cti).await.unwrap().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the kept events were never stored"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let caller = Identity {
+            kind: omnigate_connectors::model::IdentityKind::Phone,
+            value: "+8613800138000".to_owned(),
+            verified: false,
+        };
+        let customer = store.resolve_customer(&caller).await.unwrap();
+        let conversations = built
+            .hub
+            .bus
+            .conversations(crate::bus::Participant::Customer(customer))
+            .await
+            .unwrap();
+        assert_eq!(conversations.len(), 1);
+        let page = store
+            .events_after(&conversations[0].id, View::Agent, 0, 100)
+            .await
+            .unwrap();
+        let names: Vec<String> = page
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                crate::store::EventKind::Message { content, .. } => serde_json::to_value(content).unwrap()
+                    ["name"]
+                    .as_str()
+                    .map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["call.offered", "call.ivr_input"]);
+        shutdown.root().cancel();
     }
 
     #[tokio::test]
@@ -511,7 +826,7 @@ mod tests {
             Arc::clone(&store),
             &shutdown,
         );
-        let (_, outbox) = outbox();
+        let (_, outbox) = outbox(Arc::clone(&store));
         let mut channels = config.channels.clone();
         channels.wechat.push(omnigate_config::WechatAccount {
             id: "main".to_owned(),

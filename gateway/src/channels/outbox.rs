@@ -3,9 +3,14 @@
 //! letter the agent sees.
 //!
 //! Durability: the agent's message is in the conversation log before the agent's ack, and so is every delivery
-//! state (`pending` → `retrying`… → `sent` | `failed`) as a `delivery.updated` event. Jobs are worked in one
-//! lane per conversation, so a customer receives the replies in the order the agent wrote them, and a slow
-//! provider for one conversation does not hold up the others.
+//! state (`pending` → `retrying`… → `sent` | `failed`) as a `delivery.updated` event. The job itself is kept in
+//! the store's outbox inbox ([`Inbox::Outbox`]) from before the ack (written alongside the `pending` state) with
+//! its attempt count, updated after each failed attempt and released once the message is sent or
+//! dead-lettered; a restarted gateway resumes every kept job with the attempts it already made. A crash between
+//! the provider's acceptance and the release sends that message again on restart (the providers offer no
+//! idempotency key); a graceful stop never does. Jobs are worked in one lane per conversation, so a customer
+//! receives the replies in the order the agent wrote them, and a slow provider for one conversation does not
+//! hold up the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use omnigate_connectors::model::{Channel, Content, ConversationId, OutboundMessa
 use omnigate_connectors::wechat::window;
 use omnigate_connectors::{ConnectorError, FailureReason, SendFailure};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +32,7 @@ use super::connector::Connector;
 use crate::bus::{Bus, ChannelOutbound, DeliveryUpdate, OutboundJob};
 use crate::clock::unix_ms;
 use crate::shutdown::Shutdown;
-use crate::store::ContextStore;
+use crate::store::{ContextStore, Inbox};
 use crate::telemetry::metrics;
 
 /// Jobs waiting for the dispatcher; the bus waits for room rather than drop one.
@@ -37,6 +43,65 @@ const LANE_QUEUE: usize = 256;
 const LANE_IDLE: Duration = Duration::from_secs(30);
 /// Attempts to log a delivery state while the store is unavailable.
 const REPORT_ATTEMPTS: u32 = 5;
+/// Pause between attempts to load the kept jobs at start while the store is unavailable.
+const RESUME_RETRY: Duration = Duration::from_millis(500);
+
+/// A job as kept in the store until it is finished.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeptJob {
+    conversation: ConversationId,
+    message_id: omnigate_connectors::model::MessageId,
+    channel: Channel,
+    content: Content,
+    /// Provider attempts already made.
+    attempts: u32,
+    /// Unix ms when it was queued (orders a conversation's jobs on resume).
+    queued_at_ms: u64,
+}
+
+/// A job in the outbox's queues, with what it carries over from an earlier run.
+#[derive(Debug, Clone)]
+struct Queued {
+    job: OutboundJob,
+    attempts: u32,
+    queued_at_ms: u64,
+}
+
+impl Queued {
+    /// `<conversation>#<queued_at_ms>#<message_id>`: the job's key in the outbox inbox, sorting a
+    /// conversation's jobs in the order they were queued.
+    fn key(&self) -> String {
+        format!(
+            "{}#{:020}#{}",
+            self.job.conversation, self.queued_at_ms, self.job.message_id
+        )
+    }
+
+    fn kept(&self, attempts: u32) -> Result<String, serde_json::Error> {
+        serde_json::to_string(&KeptJob {
+            conversation: self.job.conversation.clone(),
+            message_id: self.job.message_id.clone(),
+            channel: self.job.channel,
+            content: self.job.content.clone(),
+            attempts,
+            queued_at_ms: self.queued_at_ms,
+        })
+    }
+}
+
+/// Writes the job's record with `attempts` made; a failure is logged (the job goes on from memory).
+async fn keep(store: &dyn ContextStore, queued: &Queued, attempts: u32) {
+    let result = match queued.kept(attempts) {
+        Ok(value) => store
+            .hold(Inbox::Outbox, &queued.key(), &value)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    if let Err(error) = result {
+        tracing::warn!(conversation_id = %queued.job.conversation, %error, "outbox job not kept; it lives in memory only");
+    }
+}
 
 /// The snake_case name of a failure reason, as logged and shown to agents.
 pub fn reason_name(reason: FailureReason) -> &'static str {
@@ -76,11 +141,12 @@ pub struct Assignment {
     pub agent: String,
 }
 
-/// The bus's side of the outbox: queue jobs, count SMS segments, pass on assignments.
+/// The bus's side of the outbox: keep and queue jobs, count SMS segments, pass on assignments.
 #[derive(Debug, Clone)]
 pub struct OutboxHandle {
-    tx: mpsc::Sender<OutboundJob>,
+    tx: mpsc::Sender<Queued>,
     assignments: mpsc::Sender<Assignment>,
+    store: Arc<dyn ContextStore>,
 }
 
 #[async_trait]
@@ -100,9 +166,15 @@ impl ChannelOutbound for OutboxHandle {
     }
 
     async fn submit(&self, job: OutboundJob) {
-        if let Err(error) = self.tx.send(job).await {
-            // Only at shutdown: the job's `pending` state stays in the log.
-            tracing::warn!(conversation_id = %error.0.conversation, "outbox stopped; message left pending");
+        let queued = Queued {
+            job,
+            attempts: 0,
+            queued_at_ms: unix_ms(),
+        };
+        keep(&*self.store, &queued, 0).await;
+        if let Err(error) = self.tx.send(queued).await {
+            // Only at shutdown: the job is kept and resumed by the next start.
+            tracing::warn!(conversation_id = %error.0.job.conversation, "outbox stopped; message left pending");
         }
     }
 
@@ -163,18 +235,20 @@ struct Context {
 /// The outbox before it is started: the bus needs its handle before the outbox can have the bus.
 #[derive(Debug)]
 pub struct Outbox {
-    rx: mpsc::Receiver<OutboundJob>,
+    rx: mpsc::Receiver<Queued>,
     assignments: Option<mpsc::Receiver<Assignment>>,
 }
 
-/// A new outbox: the handle for the bus, and the receivers to start once the bus runs.
-pub fn outbox() -> (OutboxHandle, Outbox) {
+/// A new outbox keeping its jobs in `store`: the handle for the bus, and the receivers to start once the bus
+/// runs.
+pub fn outbox(store: Arc<dyn ContextStore>) -> (OutboxHandle, Outbox) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let (assignments_tx, assignments) = mpsc::channel(QUEUE);
     (
         OutboxHandle {
             tx,
             assignments: assignments_tx,
+            store,
         },
         Outbox {
             rx,
@@ -207,7 +281,7 @@ impl Outbox {
         self.assignments.take()
     }
 
-    /// Starts the dispatcher on the shutdown tree.
+    /// Starts the dispatcher on the shutdown tree; it first resumes the jobs a previous run kept.
     pub fn start(self, parts: OutboxParts, shutdown: &Shutdown) {
         let connectors = parts
             .connectors
@@ -233,18 +307,66 @@ impl Outbox {
     }
 }
 
-async fn dispatch(mut rx: mpsc::Receiver<OutboundJob>, context: Arc<Context>, shutdown: Shutdown) {
-    let mut lanes: HashMap<ConversationId, mpsc::Sender<OutboundJob>> = HashMap::new();
+/// The jobs a previous run kept and did not finish, in their conversations' order; retried until the store
+/// answers (new jobs wait in the queue meanwhile) or the gateway stops.
+async fn kept_jobs(context: &Context) -> Option<Vec<Queued>> {
     loop {
-        let job = tokio::select! {
-            biased;
-            () = context.stop.cancelled() => break,
-            job = rx.recv() => match job {
-                Some(job) => job,
-                None => break,
+        match context.store.held(Inbox::Outbox).await {
+            Ok(records) => {
+                let jobs: Vec<Queued> = records
+                    .into_iter()
+                    .filter_map(|record| match serde_json::from_str::<KeptJob>(&record.value) {
+                        Ok(kept) => Some(Queued {
+                            job: OutboundJob {
+                                conversation: kept.conversation,
+                                message_id: kept.message_id,
+                                channel: kept.channel,
+                                content: kept.content,
+                            },
+                            attempts: kept.attempts,
+                            queued_at_ms: kept.queued_at_ms,
+                        }),
+                        Err(error) => {
+                            tracing::error!(key = record.key, %error, "kept outbox job unreadable; skipped");
+                            None
+                        }
+                    })
+                    .collect();
+                if !jobs.is_empty() {
+                    tracing::info!(jobs = jobs.len(), "resuming kept outbox jobs");
+                }
+                return Some(jobs);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "kept outbox jobs not loaded yet");
+                tokio::select! {
+                    () = context.stop.cancelled() => return None,
+                    () = tokio::time::sleep(RESUME_RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn dispatch(mut rx: mpsc::Receiver<Queued>, context: Arc<Context>, shutdown: Shutdown) {
+    let mut lanes: HashMap<ConversationId, mpsc::Sender<Queued>> = HashMap::new();
+    let Some(kept) = kept_jobs(&context).await else {
+        return;
+    };
+    let mut kept = kept.into_iter();
+    loop {
+        let job = match kept.next() {
+            Some(job) => job,
+            None => tokio::select! {
+                biased;
+                () = context.stop.cancelled() => break,
+                job = rx.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
             },
         };
-        let conversation = job.conversation.clone();
+        let conversation = job.job.conversation.clone();
         let mut job = Some(job);
         if let Some(lane) = lanes.get(&conversation) {
             if let Some(j) = job.take() {
@@ -264,7 +386,7 @@ async fn dispatch(mut rx: mpsc::Receiver<OutboundJob>, context: Arc<Context>, sh
     }
 }
 
-async fn lane(mut rx: mpsc::Receiver<OutboundJob>, context: Arc<Context>) {
+async fn lane(mut rx: mpsc::Receiver<Queued>, context: Arc<Context>) {
     loop {
         let next = tokio::select! {
             biased;
@@ -272,18 +394,39 @@ async fn lane(mut rx: mpsc::Receiver<OutboundJob>, context: Arc<Context>) {
             next = tokio::time::timeout(LANE_IDLE, rx.recv()) => next,
         };
         match next {
-            Ok(Some(job)) => deliver(&context, job).await,
+            Ok(Some(job)) => work(&context, job).await,
             Ok(None) => return,
             Err(_) => {
                 // Idle: refuse new jobs (the dispatcher opens a new lane), then finish what got in.
                 rx.close();
                 while let Some(job) = rx.recv().await {
-                    deliver(&context, job).await;
+                    work(&context, job).await;
                 }
                 return;
             }
         }
     }
+}
+
+/// Delivers one job; once it is sent or dead-lettered its kept record is released (also when the final state
+/// could not be logged: a sent message must not be sent again by the next start).
+async fn work(context: &Context, queued: Queued) {
+    if deliver(context, &queued).await == Outcome::Interrupted {
+        return;
+    }
+    if let Err(error) = context.store.release(Inbox::Outbox, &queued.key()).await {
+        // Resumed by the next start: sent again, or dead-lettered again.
+        tracing::warn!(conversation_id = %queued.job.conversation, %error, "finished outbox job not released");
+    }
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Sent or dead-lettered.
+    Finished,
+    /// The gateway is stopping: the job stays kept for the next start.
+    Interrupted,
 }
 
 fn update(job: &OutboundJob, state: &str, attempt: u32) -> DeliveryUpdate {
@@ -351,8 +494,9 @@ async fn report(context: &Context, job: &OutboundJob, update: DeliveryUpdate) {
     }
 }
 
-#[tracing::instrument(skip_all, fields(conversation_id = %job.conversation, channel = job.channel.as_str()))]
-async fn deliver(context: &Context, job: OutboundJob) {
+#[tracing::instrument(skip_all, fields(conversation_id = %queued.job.conversation, channel = queued.job.channel.as_str()))]
+async fn deliver(context: &Context, queued: &Queued) -> Outcome {
+    let job = &queued.job;
     let address = match context.addresses.lookup(&job.conversation, &context.store).await {
         Ok(Some(address)) => address,
         Ok(None) => {
@@ -360,11 +504,13 @@ async fn deliver(context: &Context, job: OutboundJob) {
                 FailureReason::Misconfigured,
                 "no channel address for this conversation",
             );
-            return report(context, &job, failed(&job, 0, &failure)).await;
+            report(context, job, failed(job, 0, &failure)).await;
+            return Outcome::Finished;
         }
         Err(error) => {
             let failure = refusal(FailureReason::ProviderUnavailable, &error.to_string());
-            return report(context, &job, failed(&job, 0, &failure)).await;
+            report(context, job, failed(job, 0, &failure)).await;
+            return Outcome::Finished;
         }
     };
     let Some((connector, pace)) = context
@@ -375,14 +521,16 @@ async fn deliver(context: &Context, job: OutboundJob) {
             FailureReason::Misconfigured,
             "the channel account is not configured",
         );
-        return report(context, &job, failed(&job, 0, &failure)).await;
+        report(context, job, failed(job, 0, &failure)).await;
+        return Outcome::Finished;
     };
     // Block a send the provider would refuse (45015/45047) and say why, rather than spend a call on it.
     let after_send = match window::consume(&address.capability, unix_ms()) {
         Ok(next) => next,
         Err(reason) => {
             let failure = refusal(reason, "the reply window allows no more messages");
-            return report(context, &job, failed(&job, 0, &failure)).await;
+            report(context, job, failed(job, 0, &failure)).await;
+            return Outcome::Finished;
         }
     };
     let message = OutboundMessage {
@@ -393,7 +541,7 @@ async fn deliver(context: &Context, job: OutboundJob) {
         to: address.to.clone(),
         content: job.content.clone(),
     };
-    let mut attempt = 0;
+    let mut attempt = queued.attempts;
     loop {
         attempt += 1;
         pace.wait().await;
@@ -412,9 +560,10 @@ async fn deliver(context: &Context, job: OutboundJob) {
                 }
                 let sent = DeliveryUpdate {
                     provider_message_id: receipt.provider_message_id,
-                    ..update(&job, "sent", attempt)
+                    ..update(job, "sent", attempt)
                 };
-                return report(context, &job, sent).await;
+                report(context, job, sent).await;
+                return Outcome::Finished;
             }
             Err(failure) if failure.error.is_retryable() && attempt < context.config.max_attempts => {
                 let retry_after = match failure.error {
@@ -426,11 +575,12 @@ async fn deliver(context: &Context, job: OutboundJob) {
                 let retrying = DeliveryUpdate {
                     reason: Some(reason_name(failure.reason).to_owned()),
                     detail: failure.error.to_string(),
-                    ..update(&job, "retrying", attempt)
+                    ..update(job, "retrying", attempt)
                 };
-                report(context, &job, retrying).await;
+                keep(&*context.store, queued, attempt).await;
+                report(context, job, retrying).await;
                 tokio::select! {
-                    () = context.stop.cancelled() => return,
+                    () = context.stop.cancelled() => return Outcome::Interrupted,
                     () = tokio::time::sleep(delay) => {}
                 }
             }
@@ -457,7 +607,8 @@ async fn deliver(context: &Context, job: OutboundJob) {
                     };
                     context.addresses.set_capability(&job.conversation, closed);
                 }
-                return report(context, &job, failed(&job, attempt, &failure)).await;
+                report(context, job, failed(job, attempt, &failure)).await;
+                return Outcome::Finished;
             }
         }
     }

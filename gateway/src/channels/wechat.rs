@@ -20,6 +20,7 @@ use omnigate_connectors::{ConnectorError, FailureReason, SendFailure};
 
 use super::connector::{Connector, Receipt};
 use super::http_client::{post_json_with_token, transport_failure};
+use super::media::{MediaStore, MediaUploader};
 use super::token::{TokenManager, TokenSource};
 use super::{ChannelHub, WebhookError};
 use crate::clock::unix_ms;
@@ -116,16 +117,7 @@ pub(super) async fn media(
     Path((account, media_id)): Path<(String, String)>,
     headers: http::HeaderMap,
 ) -> Response {
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let agent = token.and_then(|t| {
-        hub.tokens
-            .verify(t, crate::auth::Role::Agent, unix_ms() / 1000, 0)
-            .ok()
-    });
-    if agent.is_none() {
+    if super::media::agent_of(&hub, &headers).is_none() {
         return (http::StatusCode::UNAUTHORIZED, "an agent token is required").into_response();
     }
     let Some(sender) = hub.wechat_senders.get(&account) else {
@@ -153,11 +145,18 @@ pub struct WechatConnector {
     send_url: String,
     tokens: TokenManager,
     min_interval: Duration,
+    /// Agents' uploads, as this account's temporary material.
+    uploader: MediaUploader,
 }
 
 impl WechatConnector {
     /// The sender of one account, with its token owner started on the shutdown tree.
-    pub fn start(config: &WechatAccount, client: reqwest::Client, shutdown: &Shutdown) -> WechatConnector {
+    pub fn start(
+        config: &WechatAccount,
+        client: reqwest::Client,
+        media: Arc<MediaStore>,
+        shutdown: &Shutdown,
+    ) -> WechatConnector {
         let base = config.api_base_url.trim_end_matches('/');
         let tokens = TokenManager::start(
             client.clone(),
@@ -169,6 +168,12 @@ impl WechatConnector {
             "wechat_oa",
             shutdown,
         );
+        let uploader = MediaUploader::new(
+            client.clone(),
+            format!("{base}{}", api::MEDIA_UPLOAD_PATH),
+            "wechat_oa",
+            media,
+        );
         WechatConnector {
             id: config.id.clone(),
             client,
@@ -176,6 +181,7 @@ impl WechatConnector {
             media_url: format!("{base}{}", api::MEDIA_GET_PATH),
             tokens,
             min_interval: Duration::from_secs(1) / config.rate_per_second.max(1),
+            uploader,
         }
     }
 
@@ -246,7 +252,9 @@ impl Connector for WechatConnector {
             Content::Text { text } => api::custom_text(to, text, None),
             Content::Media {
                 kind, provider_ref, ..
-            } if kind == "image" => api::custom_image(to, provider_ref),
+            } if kind == "image" => {
+                api::custom_image(to, &self.uploader.media_id(&self.tokens, provider_ref).await?)
+            }
             other => {
                 return Err(SendFailure {
                     error: ConnectorError::Rejected {

@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 
 use super::connector::{Connector, Receipt};
 use super::http_client::{post_json_with_token, transport_failure};
+use super::media::{MediaStore, MediaUploader};
 use super::token::{TokenManager, TokenSource};
 use super::{ChannelHub, WebhookError};
 use crate::clock::unix_ms;
@@ -53,6 +54,7 @@ pub struct WecomEndpoint {
 pub fn start(
     config: &WecomAccount,
     client: reqwest::Client,
+    media: Arc<MediaStore>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<(WecomEndpoint, WecomConnector)> {
     let mut callback = KfCallback::new(
@@ -86,6 +88,12 @@ pub fn start(
         cursors: DashMap::new(),
     };
     let connector = WecomConnector {
+        uploader: MediaUploader::new(
+            client.clone(),
+            format!("{base}{}", omnigate_connectors::wechat::api::MEDIA_UPLOAD_PATH),
+            "wechat_kf",
+            media,
+        ),
         id: config.id.clone(),
         client,
         send_url: format!("{base}{}", wire::SEND_MSG_PATH),
@@ -276,6 +284,8 @@ pub struct WecomConnector {
     send_url: String,
     tokens: TokenManager,
     min_interval: Duration,
+    /// Agents' uploads, as this application's temporary material (WeCom's `media/upload`).
+    uploader: MediaUploader,
 }
 
 impl WecomConnector {
@@ -308,7 +318,10 @@ impl Connector for WecomConnector {
             Content::Text { text } => wire::send_text(to, kf, msgid, text),
             Content::Media {
                 kind, provider_ref, ..
-            } if kind == "image" => wire::send_image(to, kf, msgid, provider_ref),
+            } if kind == "image" => {
+                let media_id = self.uploader.media_id(&self.tokens, provider_ref).await?;
+                wire::send_image(to, kf, msgid, &media_id)
+            }
             other => {
                 return Err(SendFailure {
                     error: ConnectorError::Rejected {

@@ -53,6 +53,11 @@ pub fn public_app(state: AppState) -> Router {
         .clone()
         .map(crate::channels::routes)
         .unwrap_or_default();
+    let media = state
+        .channels
+        .clone()
+        .map(crate::channels::media_routes)
+        .unwrap_or_default();
     Router::new()
         .route("/chat/v1/sessions", post(chat::create_session))
         .route(
@@ -69,6 +74,7 @@ pub fn public_app(state: AppState) -> Router {
         .with_state(state)
         .merge(channels)
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .merge(media)
         .layer(TimeoutLayer::with_status_code(
             http::StatusCode::REQUEST_TIMEOUT,
             timeout,

@@ -10,8 +10,8 @@ use tokio::sync::Mutex;
 use super::memory_graph::Graph;
 use super::{
     Appended, AuditEntry, ContextStore, ConversationHistory, ConversationRecord, ConversationStatus,
-    CustomerProfile, Device, ErasureReport, EventKind, EventPage, GraphChange, LinkRecord, NewEvent,
-    PushPlatform, Retention, StoreError, StoredEvent, Swept, View, HISTORY_SCAN_EVENTS,
+    CustomerProfile, Device, ErasureReport, EventKind, EventPage, GraphChange, Held, Inbox, LinkRecord,
+    NewEvent, PushPlatform, Retention, StoreError, StoredEvent, Swept, View, HISTORY_SCAN_EVENTS,
 };
 use crate::clock::unix_ms;
 
@@ -27,6 +27,8 @@ pub struct MemoryStore {
     /// Profiles with the unix ms of their last save.
     profiles: DashMap<CustomerId, (CustomerProfile, u64)>,
     retention: Retention,
+    /// Unfinished channel work (kept CTI events, outbox jobs) by inbox and key.
+    held: DashMap<(Inbox, String), String>,
 }
 
 #[derive(Debug, Default)]
@@ -416,6 +418,30 @@ impl ContextStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn hold(&self, inbox: Inbox, key: &str, value: &str) -> Result<(), StoreError> {
+        self.held.insert((inbox, key.to_owned()), value.to_owned());
+        Ok(())
+    }
+
+    async fn release(&self, inbox: Inbox, key: &str) -> Result<(), StoreError> {
+        self.held.remove(&(inbox, key.to_owned()));
+        Ok(())
+    }
+
+    async fn held(&self, inbox: Inbox) -> Result<Vec<Held>, StoreError> {
+        let mut held: Vec<Held> = self
+            .held
+            .iter()
+            .filter(|e| e.key().0 == inbox)
+            .map(|e| Held {
+                key: e.key().1.clone(),
+                value: e.value().clone(),
+            })
+            .collect();
+        held.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(held)
     }
 }
 

@@ -338,4 +338,55 @@ pub trait ContextStore: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`].
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Keeps `value` under `key` in `inbox` (replacing what was there): work a channel accepted and has not
+    /// finished, so a restarted gateway resumes it (CTI events held behind a `seq` gap, outbox jobs). One
+    /// atomic write; once it returns, the record survives as long as the store's data does.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]: nothing may be acknowledged on the strength of this record.
+    async fn hold(&self, inbox: Inbox, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Drops the record under `key` in `inbox` (finished work); releasing a missing key is not an error.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn release(&self, inbox: Inbox, key: &str) -> Result<(), StoreError>;
+
+    /// Every record in `inbox`, sorted by key.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn held(&self, inbox: Inbox) -> Result<Vec<Held>, StoreError>;
+}
+
+/// The owners of held records ([`ContextStore::hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Inbox {
+    /// CTI call events accepted (answered 2xx) and not yet applied to their call's conversation.
+    Cti,
+    /// Agents' messages acknowledged and not yet delivered or dead-lettered by the outbox.
+    Outbox,
+    /// Used by the conformance suite only.
+    Test,
+}
+
+impl Inbox {
+    /// The inbox's name in storage keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Inbox::Cti => "cti",
+            Inbox::Outbox => "outbox",
+            Inbox::Test => "test",
+        }
+    }
+}
+
+/// One held record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Its key, unique in its inbox.
+    pub key: String,
+    /// What was held.
+    pub value: String,
 }

@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use super::{
     Actor, Appended, AuditEntry, ContextStore, ConversationHistory, ConversationRecord, ConversationStatus,
-    CustomerProfile, Device, ErasureReport, EventKind, EventPage, GraphChange, LinkRecord, NewEvent,
-    PushPlatform, StoreError, StoredEvent, View,
+    CustomerProfile, Device, ErasureReport, EventKind, EventPage, GraphChange, Held, Inbox, LinkRecord,
+    NewEvent, PushPlatform, StoreError, StoredEvent, View,
 };
 
 /// Marks errors the scripts raise on data they cannot make sense of (reported as [`StoreError::Corrupt`]).
@@ -620,6 +620,36 @@ impl ContextStore for RedisStore {
             ))
         }
     }
+
+    async fn hold(&self, inbox: Inbox, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(held_key(&self.settings.key_prefix, inbox))
+            .arg(key)
+            .arg(value);
+        let mut conn = self.conn.clone();
+        self.bounded("hold", hset.query_async::<()>(&mut conn)).await
+    }
+
+    async fn release(&self, inbox: Inbox, key: &str) -> Result<(), StoreError> {
+        let mut hdel = redis::cmd("HDEL");
+        hdel.arg(held_key(&self.settings.key_prefix, inbox)).arg(key);
+        let mut conn = self.conn.clone();
+        self.bounded("release", hdel.query_async::<()>(&mut conn)).await
+    }
+
+    async fn held(&self, inbox: Inbox) -> Result<Vec<Held>, StoreError> {
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(held_key(&self.settings.key_prefix, inbox));
+        let mut conn = self.conn.clone();
+        let map: std::collections::BTreeMap<String, String> =
+            self.bounded("held", hgetall.query_async(&mut conn)).await?;
+        Ok(map.into_iter().map(|(key, value)| Held { key, value }).collect())
+    }
+}
+
+/// `<prefix>held:<inbox>`: one hash per inbox of held records.
+fn held_key(prefix: &str, inbox: Inbox) -> String {
+    format!("{prefix}held:{}", inbox.as_str())
 }
 
 #[cfg(test)]

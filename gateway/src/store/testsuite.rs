@@ -67,7 +67,46 @@ pub async fn run(store: Arc<dyn ContextStore>) {
     history_reads_recent_conversations_across_channels(&*store).await;
     erasure_removes_every_kind_of_customer_data(&*store).await;
     concurrent_merges_lose_no_identity(&store).await;
+    held_records_replace_release_and_list_per_inbox(&*store).await;
     store.ping().await.expect("ping");
+}
+
+/// Held records: a second hold of a key replaces it, a release drops it (twice is fine), inboxes do not see
+/// each other's records, and the listing is sorted by key.
+async fn held_records_replace_release_and_list_per_inbox(store: &dyn ContextStore) {
+    assert_eq!(store.held(Inbox::Test).await.expect("held"), Vec::new());
+    store.hold(Inbox::Test, "b", "one").await.expect("hold");
+    store.hold(Inbox::Test, "a", "two").await.expect("hold");
+    store.hold(Inbox::Test, "b", "three").await.expect("hold again");
+    let held = |key: &str, value: &str| Held {
+        key: key.to_owned(),
+        value: value.to_owned(),
+    };
+    assert_eq!(
+        store.held(Inbox::Test).await.expect("held"),
+        vec![held("a", "two"), held("b", "three")]
+    );
+    assert!(
+        store
+            .held(Inbox::Cti)
+            .await
+            .expect("held")
+            .iter()
+            .all(|h| h.key != "a" && h.key != "b"),
+        "another inbox does not see them"
+    );
+    store.release(Inbox::Test, "b").await.expect("release");
+    store.release(Inbox::Test, "b").await.expect("release twice");
+    store
+        .release(Inbox::Test, "missing")
+        .await
+        .expect("release a missing key");
+    assert_eq!(
+        store.held(Inbox::Test).await.expect("held"),
+        vec![held("a", "two")]
+    );
+    store.release(Inbox::Test, "a").await.expect("release");
+    assert_eq!(store.held(Inbox::Test).await.expect("held"), Vec::new());
 }
 
 fn text_of(event: &StoredEvent) -> Option<&str> {

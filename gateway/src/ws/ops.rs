@@ -165,12 +165,19 @@ impl Session {
                 content,
             } => {
                 self.check_client_msg_id(&client_msg_id)?;
-                match &content {
-                    Content::Text { text } => self.check_text(text)?,
+                match (&content, &self.who) {
+                    (Content::Text { text }, _) => self.check_text(text)?,
+                    // An agent's image uploaded through `POST /agent/v1/media`, sent by the channel's connector.
+                    (
+                        Content::Media {
+                            kind, provider_ref, ..
+                        },
+                        Participant::Agent(_),
+                    ) if kind == "image" && !provider_ref.is_empty() && provider_ref.len() <= 128 => {}
                     _ => {
                         return Err(refuse(
                             "unsupported_content",
-                            "only text content is accepted on this channel",
+                            "only text content (and an agent's uploaded image) is accepted on this channel",
                         ))
                     }
                 }

@@ -4,13 +4,13 @@
 use omnigate_config::{Cti, SecretString};
 use omnigate_connectors::cti::signature::{sign_headers, WebhookSecret};
 use omnigate_tests::{
-    assert_eventually, cti_event, http_request, post_cti_event, Agent, FakeCtiReceiver, TestGateway,
-    CTI_SECRET,
+    assert_eventually, cti_event, http_request, post_cti_event, Agent, FakeCtiReceiver, RedisServer,
+    TestGateway, CTI_SECRET,
 };
 use serde_json::Value;
 
-async fn gateway(receiver: &FakeCtiReceiver) -> TestGateway {
-    let cti = Cti {
+fn cti_config(receiver: &FakeCtiReceiver) -> Cti {
+    Cti {
         secret: SecretString::from(CTI_SECRET.to_owned()),
         previous_secret: None,
         tenant: "acme".to_owned(),
@@ -18,8 +18,22 @@ async fn gateway(receiver: &FakeCtiReceiver) -> TestGateway {
         queue: String::new(),
         reorder_gap_ms: 3_000,
         max_body_bytes: 64 * 1024,
-    };
+    }
+}
+
+async fn gateway(receiver: &FakeCtiReceiver) -> TestGateway {
+    let cti = cti_config(receiver);
     TestGateway::spawn_with(move |config| config.channels.cti = Some(cti)).await
+}
+
+async fn redis_gateway(redis: &RedisServer, prefix: &str, receiver: &FakeCtiReceiver) -> TestGateway {
+    let cti = cti_config(receiver);
+    TestGateway::spawn_with_redis_prefix(redis, prefix, move |config| config.channels.cti = Some(cti)).await
+}
+
+/// Events of the call the CTI inbox still holds (accepted, not yet in their conversation).
+fn held_count(redis: &RedisServer, prefix: &str) -> String {
+    redis.command(&format!("HLEN {prefix}held:cti"))
 }
 
 async fn send(gateway: &TestGateway, id: &str, kind: &str, seq: u64, fields: &str) {
@@ -221,4 +235,196 @@ async fn cti_events_with_a_bad_signature_or_an_old_timestamp_are_refused() {
     assert_eq!(response.status, 401, "a body changed after signing");
     let malformed = post_cti_event(&gateway, "evt_x", "{", CTI_SECRET, None).await;
     assert_eq!(malformed.status, 400);
+}
+
+const OFFERED: &str = r#"{"direction":"inbound","from":"+8613800138000","to":"+864000000000"}"#;
+const IVR: &str = r#"{"menu":"main","digits":"2","intent":"card_lost"}"#;
+const QUEUED: &str = r#"{"queue":"cards"}"#;
+
+#[tokio::test]
+async fn a_cti_event_held_behind_a_gap_survives_a_gateway_restart_and_is_applied_when_the_gap_fills() {
+    // Issue 4 item 4: an event answered 2xx while it waits in the reorder buffer must not die with the process.
+    let redis = RedisServer::start().await;
+    let prefix = TestGateway::fresh_prefix();
+    let receiver = FakeCtiReceiver::start().await;
+    let first = redis_gateway(&redis, &prefix, &receiver).await;
+    send(&first, "evt_1", "call.offered", 1, OFFERED).await;
+    send(&first, "evt_3", "call.queued", 3, QUEUED).await;
+    assert_eq!(
+        held_count(&redis, &prefix),
+        ":1\r\n",
+        "seq 3 is kept while it waits for 2"
+    );
+    first.stop().await;
+
+    let second = redis_gateway(&redis, &prefix, &receiver).await;
+    let mut lin = Agent::online(&second, "lin").await;
+    send(&second, "evt_2", "call.ivr_input", 2, IVR).await;
+    // seq 3 came back from the store and follows seq 2: the call is routed with the IVR input.
+    let offer = lin.ws.recv_until(|f| f["op"] == "offer").await;
+    assert_eq!(offer["d"]["channel"], "voice");
+    assert_eq!(offer["d"]["attributes"]["ivr.intent"], "card_lost");
+    assert_eq!(offer["d"]["attributes"]["queue"], "cards");
+    let conversation = offer["d"]["conversation_id"].as_str().unwrap().to_owned();
+    lin.accept(&conversation).await;
+    let events = agent_events(&second, &conversation).await;
+    let applied: Vec<String> = call_events(&events)
+        .into_iter()
+        .filter(|name| name != "call.offered")
+        .collect();
+    assert_eq!(applied, ["call.ivr_input", "call.queued"]);
+    assert_eventually!(
+        held_count(&redis, &prefix) == ":0\r\n",
+        "applied events are released from the CTI inbox"
+    );
+    // The caller kept with the held event names the customer, not a placeholder.
+    let received = events
+        .iter()
+        .find(|e| e["type"] == "channel.received")
+        .expect("audit record");
+    assert_eq!(received["from"]["value"], "+8613800138000", "{received}");
+    second.stop().await;
+}
+
+/// POSTs an event until it is answered 2xx, as the telephony platform retries; returns how many 5xx it got.
+async fn send_until_accepted(gateway: &TestGateway, id: &str, kind: &str, seq: u64, fields: &str) -> u32 {
+    let body = cti_event(id, kind, "call_burst", seq, fields);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut refused = 0;
+    loop {
+        let response = post_cti_event(gateway, id, &body, CTI_SECRET, None).await;
+        match response.status {
+            200..=299 => return refused,
+            500..=599 => refused += 1,
+            other => panic!("{id}: unexpected {other} {}", response.body),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{id} never accepted");
+        // The platform's retry interval, not a wait for something to happen.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redis_outage_during_a_cti_burst_loses_nothing_that_was_answered_2xx() {
+    let mut redis = RedisServer::start_persistent().await;
+    let prefix = TestGateway::fresh_prefix();
+    let receiver = FakeCtiReceiver::start().await;
+    let gateway = redis_gateway(&redis, &prefix, &receiver).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let burst = [
+        ("evt_b1", "call.offered", OFFERED),
+        ("evt_b2", "call.ivr_input", IVR),
+        ("evt_b3", "call.queued", QUEUED),
+        (
+            "evt_b4",
+            "call.answered",
+            r#"{"answered_by":"agent","agent_id":"lin"}"#,
+        ),
+        ("evt_b5", "call.held", r#"{"agent_id":"lin"}"#),
+        ("evt_b6", "call.resumed", r#"{"agent_id":"lin"}"#),
+        (
+            "evt_b7",
+            "call.ended",
+            r#"{"hangup_by":"customer","cause":"normal_clearing"}"#,
+        ),
+    ];
+    for (seq, (id, kind, fields)) in burst.iter().enumerate().take(2) {
+        assert_eq!(
+            send_until_accepted(&gateway, id, kind, seq as u64 + 1, fields).await,
+            0
+        );
+    }
+    redis.stop();
+    // While the store is down nothing can be kept: refused, so the platform retries (seq 4 before 3 too).
+    for (seq, (id, kind, fields)) in burst.iter().enumerate().skip(2).take(2).rev() {
+        let body = cti_event(id, kind, "call_burst", seq as u64 + 1, fields);
+        let response = post_cti_event(&gateway, id, &body, CTI_SECRET, None).await;
+        assert_eq!(response.status, 503, "{id} during the outage: {}", response.body);
+    }
+    redis.restart().await;
+    for (seq, (id, kind, fields)) in burst.iter().enumerate().skip(2) {
+        send_until_accepted(&gateway, id, kind, seq as u64 + 1, fields).await;
+    }
+    let offer = lin.ws.recv_until(|f| f["op"] == "offer").await;
+    let conversation = offer["d"]["conversation_id"].as_str().unwrap().to_owned();
+    lin.accept(&conversation).await;
+    let expected: Vec<&str> = burst.iter().map(|(_, kind, _)| *kind).collect();
+    let mut events: Vec<Value>;
+    assert_eventually!(
+        {
+            events = agent_events(&gateway, &conversation).await;
+            call_events(&events).len() >= expected.len()
+        },
+        "every accepted event reaches the conversation"
+    );
+    assert_eq!(call_events(&events), expected, "each once, in seq order");
+    assert_eventually!(
+        held_count(&redis, &prefix) == ":0\r\n",
+        "nothing is left in the CTI inbox"
+    );
+}
+
+async fn send_call(gateway: &TestGateway, call: &str, id: &str, kind: &str, seq: u64, fields: &str) {
+    let body = cti_event(id, kind, call, seq, fields);
+    let response = post_cti_event(gateway, id, &body, CTI_SECRET, None).await;
+    assert_eq!(
+        response.status / 100,
+        2,
+        "{id}: {} {}",
+        response.status,
+        response.body
+    );
+}
+
+#[tokio::test]
+async fn a_call_transferred_on_the_telephony_side_is_re_routed_to_the_target_agent_or_queue() {
+    let receiver = FakeCtiReceiver::start().await;
+    let gateway = gateway(&receiver).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    send_call(&gateway, "call_tr", "evt_t1", "call.offered", 1, OFFERED).await;
+    send_call(&gateway, "call_tr", "evt_t2", "call.queued", 2, QUEUED).await;
+    let conversation = lin.take_next().await;
+    assert_eventually!(receiver.connects().await.len() == 1, "lin is connected");
+
+    // A blind transfer to Chen: the conversation leaves Lin and is offered to Chen, who is then connected.
+    let mut chen = Agent::online(&gateway, "chen").await;
+    let to_chen = r#"{"kind":"blind","to":{"type":"agent","id":"chen"},"from_agent_id":"lin"}"#;
+    send_call(&gateway, "call_tr", "evt_t3", "call.transferred", 3, to_chen).await;
+    let offer = chen.ws.recv_until(|f| f["op"] == "offer").await;
+    assert_eq!(offer["d"]["conversation_id"], conversation.as_str());
+    assert_eq!(offer["d"]["channel"], "voice");
+    lin.ws
+        .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "conversation.transferred")
+        .await;
+    chen.accept(&conversation).await;
+    assert_eventually!(receiver.connects().await.len() == 2, "chen is connected");
+    assert_eq!(receiver.connects().await[1]["agent_id"], "chen");
+    // A retry of the transfer event changes nothing.
+    send_call(&gateway, "call_tr", "evt_t3", "call.transferred", 3, to_chen).await;
+
+    // A transfer to the cards queue, without `from_agent_id`: the call leaves Chen (the agent connected last)
+    // and the queue's expert, Lin, gets it.
+    let to_cards = r#"{"kind":"queue","to":{"type":"queue","id":"cards"}}"#;
+    send_call(&gateway, "call_tr", "evt_t4", "call.transferred", 4, to_cards).await;
+    let offer = lin.ws.recv_until(|f| f["op"] == "offer").await;
+    assert_eq!(offer["d"]["conversation_id"], conversation.as_str());
+    lin.accept(&conversation).await;
+    assert_eventually!(receiver.connects().await.len() == 3, "lin is connected again");
+    assert_eq!(receiver.connects().await[2]["agent_id"], "lin");
+    let events = agent_events(&gateway, &conversation).await;
+    let transfers: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] == "conversation.transferred")
+        .map(|e| {
+            (
+                e["from_agent_id"].as_str().unwrap_or_default(),
+                e["to_agent_id"]
+                    .as_str()
+                    .or(e["to_queue"].as_str())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(transfers, [("lin", "chen"), ("chen", "cards")], "{events:?}");
+    assert_eq!(receiver.violations().await, Vec::<String>::new());
 }

@@ -412,3 +412,211 @@ async fn a_waiting_wechat_customer_is_messaged_its_place_in_the_queue() {
         fake.violations().await
     );
 }
+
+#[tokio::test]
+async fn an_outbox_job_retrying_against_a_failing_provider_survives_a_restart_and_is_delivered_once() {
+    // Issue 4 item 7: nothing acknowledged to the agent is dropped, not even by a restart.
+    use omnigate_connectors::model::ConversationId;
+    use omnigate_gateway::store::{ContextStore, EventKind, RedisSettings, RedisStore, View};
+    use omnigate_tests::{assert_eventually, RedisServer};
+
+    let redis = RedisServer::start().await;
+    let prefix = TestGateway::fresh_prefix();
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let spawn = |retry_base_ms: u64| {
+        let account = account(&fake);
+        TestGateway::spawn_with_redis_prefix(&redis, &prefix, move |config| {
+            config.channels.wechat.push(account);
+            config.channels.outbox.retry_base_ms = retry_base_ms;
+            config.channels.outbox.retry_max_ms = retry_base_ms.max(100);
+        })
+    };
+    // The first retry would wait a minute: the restart comes before it.
+    let first = spawn(60_000).await;
+    let mut lin = Agent::online(&first, "lin").await;
+    push_ok(&first, &text_xml(OPENID, 1, "hello", now_secs()), Mode::Plain).await;
+    let conversation = lin.take_next().await;
+    fake.script([SendScript::Status(500)]).await;
+    lin.say(&conversation, "a-1", "kept across a restart").await;
+    let delivery = delivery_until(&mut lin, &conversation, "retrying").await;
+    assert_eq!(
+        states(&delivery),
+        [("pending".to_owned(), 0), ("retrying".to_owned(), 1)]
+    );
+    let held = || redis.command(&format!("HLEN {prefix}held:outbox"));
+    assert_eq!(held(), ":1\r\n", "the job is kept while it waits");
+    first.stop().await;
+    assert_eq!(fake.sent().await.len(), 0);
+
+    let second = spawn(20).await;
+    assert_eventually!(
+        fake.sent().await.len() == 1,
+        "the resumed job is delivered once the provider answers"
+    );
+    let sent = fake.sent().await;
+    assert_eq!(sent[0].body["touser"], OPENID);
+    assert_eq!(sent[0].body["text"]["content"], "kept across a restart");
+    assert_eventually!(held() == ":0\r\n", "the delivered job is released");
+    // The log shows the resumed attempt count: the restart did not start the job over.
+    let store = RedisStore::connect(RedisSettings {
+        url: redis.url(),
+        key_prefix: prefix.clone(),
+        connect_timeout: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(2),
+        conversation_ttl_secs: 3600,
+        identity_ttl_secs: 0,
+        retention: Default::default(),
+    })
+    .await
+    .expect("store");
+    let id = ConversationId::parse(&conversation).unwrap();
+    let mut logged: Vec<(String, u32)>;
+    assert_eventually!(
+        {
+            let page = store.events_after(&id, View::Agent, 0, 200).await.unwrap();
+            logged = page
+                .events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::DeliveryUpdated { state, attempt, .. } => Some((state.clone(), *attempt)),
+                    _ => None,
+                })
+                .collect();
+            logged.last().is_some_and(|(state, _)| state == "sent")
+        },
+        "the sent state is logged"
+    );
+    assert_eq!(
+        logged,
+        [
+            ("pending".to_owned(), 0),
+            ("retrying".to_owned(), 1),
+            ("sent".to_owned(), 2)
+        ]
+    );
+    second.stop().await;
+    assert_eq!(fake.sent().await.len(), 1, "exactly once");
+    assert_eq!(fake.send_attempts().await, 2);
+    assert_eq!(fake.violations().await, Vec::<String>::new());
+}
+
+/// Sends a `message.send` with these `d` fields and waits for its ack.
+async fn send_media(agent: &mut Agent, d: Value) {
+    let reference = agent.ws.send_op("message.send", d).await;
+    let ack = agent.ws.recv_until(|f| f["ref"] == reference.as_str()).await;
+    assert_eq!(ack["op"], "message.ack", "{ack}");
+}
+
+#[tokio::test]
+async fn an_agent_uploads_an_image_and_the_wechat_customer_gets_it_as_temporary_material() {
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let gateway = gateway(&fake, |config| config.channels.media_max_bytes = 1024).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    push_ok(
+        &gateway,
+        &text_xml(OPENID, 1, "can you send the form?", now_secs()),
+        Mode::Plain,
+    )
+    .await;
+    let conversation = lin.take_next().await;
+
+    let auth = format!("Bearer {}", gateway.agent_token("lin"));
+    let upload = |content_type: &'static str, body: Vec<u8>, auth: Option<String>| async move {
+        let mut headers = vec![("content-type", content_type)];
+        let auth = auth.unwrap_or_default();
+        if !auth.is_empty() {
+            headers.push(("authorization", auth.as_str()));
+        }
+        http_request(gateway.public, "POST", "/agent/v1/media", &headers, &body).await
+    };
+    let image = [FAKE_JPEG, &[7u8; 100][..]].concat();
+    assert_eq!(upload("image/jpeg", image.clone(), None).await.status, 401);
+    let customer_token = "Bearer not-an-agent".to_owned();
+    assert_eq!(
+        upload("image/jpeg", image.clone(), Some(customer_token))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        upload("text/plain", b"hello".to_vec(), Some(auth.clone()))
+            .await
+            .status,
+        415
+    );
+    assert_eq!(
+        upload("image/png", image.clone(), Some(auth.clone()))
+            .await
+            .status,
+        415,
+        "the bytes are a JPEG, not a PNG"
+    );
+    let too_big = [FAKE_JPEG, &[0u8; 1024][..]].concat();
+    assert_eq!(
+        upload("image/jpeg", too_big, Some(auth.clone())).await.status,
+        413
+    );
+    let response = upload("image/jpeg", image.clone(), Some(auth.clone())).await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    let uploaded = response.json();
+    assert_eq!(uploaded["content_type"], "image/jpeg");
+    assert_eq!(uploaded["size"], image.len());
+    let upload_id = uploaded["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        fake.upload_attempts().await,
+        0,
+        "nothing reaches WeChat before a send"
+    );
+
+    // A token that expired meanwhile: the upload is refused with 42001, the token refreshed once, the upload
+    // and the send go through.
+    lin.say(&conversation, "a-1", "here it comes").await;
+    delivery_until(&mut lin, &conversation, "sent").await;
+    fake.expire_token().await;
+    let send_image = |client_msg_id: &str| {
+        serde_json::json!({
+            "conversation_id": conversation,
+            "client_msg_id": client_msg_id,
+            "content": {"type": "media", "kind": "image", "provider_ref": upload_id},
+        })
+    };
+    send_media(&mut lin, send_image("img-1")).await;
+    let delivery = delivery_until(&mut lin, &conversation, "sent").await;
+    assert_eq!(
+        states(&delivery),
+        [("pending".to_owned(), 0), ("sent".to_owned(), 1)]
+    );
+    let uploads = fake.uploads().await;
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(
+        uploads[0].bytes, image,
+        "the multipart part carries the agent's bytes"
+    );
+    assert_eq!(uploads[0].content_type, "image/jpeg");
+    assert!(uploads[0].file_name.ends_with(".jpg"), "{}", uploads[0].file_name);
+    let sent = fake.sent().await;
+    let last = &sent.last().unwrap().body;
+    assert_eq!(
+        (last["msgtype"].as_str(), last["touser"].as_str()),
+        (Some("image"), Some(OPENID))
+    );
+    assert_eq!(last["image"]["media_id"], uploads[0].media_id.as_str());
+    assert_eq!(fake.upload_attempts().await, 2, "refused once, then accepted");
+    assert_eq!(fake.token_requests().await.len(), 2, "refreshed exactly once");
+
+    // The same image again: its media_id is cached for the material's 3 days, nothing is uploaded again.
+    send_media(&mut lin, send_image("img-2")).await;
+    delivery_until(&mut lin, &conversation, "sent").await;
+    assert_eq!(fake.upload_attempts().await, 2);
+    let sent = fake.sent().await;
+    assert_eq!(sent.len(), 3);
+    assert_eq!(sent[2].body["image"]["media_id"], uploads[0].media_id.as_str());
+
+    // An upload id the gateway never issued is a dead letter the agent can act on.
+    let mut unknown = send_image("img-3");
+    unknown["content"]["provider_ref"] = serde_json::json!("up_0000");
+    send_media(&mut lin, unknown).await;
+    let delivery = delivery_until(&mut lin, &conversation, "failed").await;
+    assert_eq!(delivery.last().unwrap()["reason"], "content_rejected");
+    assert_eq!(fake.violations().await, Vec::<String>::new());
+}

@@ -5,8 +5,8 @@ use omnigate_config::{SecretString, WecomAccount};
 use omnigate_connectors::wechat::crypto::{self, AesKey};
 use omnigate_connectors::wechat::signature;
 use omnigate_tests::{
-    assert_eventually, http_request, Agent, FakeWecom, TestGateway, OPEN_KFID, WECOM_AES_KEY, WECOM_CORP_ID,
-    WECOM_SECRET, WECOM_TOKEN,
+    assert_eventually, http_request, Agent, FakeWecom, TestGateway, FAKE_JPEG, OPEN_KFID, WECOM_AES_KEY,
+    WECOM_CORP_ID, WECOM_SECRET, WECOM_TOKEN,
 };
 
 const CUSTOMER: &str = "wmAJ2GCAAAme1XQRC-NI-q0_ZM9ukoAw";
@@ -89,5 +89,32 @@ async fn a_doorbell_pulls_from_the_cursor_and_replies_go_through_send_msg() {
     assert_eq!(messages[0]["open_kfid"], OPEN_KFID);
     assert_eq!(messages[0]["text"]["content"], "已为您冻结");
     assert_eq!(sent["d"]["provider_message_id"], messages[0]["msgid"]);
+
+    // An image the agent uploaded goes out as WeCom temporary material through `kf/send_msg`.
+    let auth = format!("Bearer {}", gateway.agent_token("lin"));
+    let image = [FAKE_JPEG, &[1u8; 64][..]].concat();
+    let upload = http_request(
+        gateway.public,
+        "POST",
+        "/agent/v1/media",
+        &[("authorization", auth.as_str()), ("content-type", "image/jpeg")],
+        &image,
+    )
+    .await;
+    assert_eq!(upload.status, 201, "{}", upload.body);
+    let upload_id = upload.json()["upload_id"].as_str().unwrap().to_owned();
+    let d = serde_json::json!({
+        "conversation_id": conversation, "client_msg_id": "img-1",
+        "content": {"type": "media", "kind": "image", "provider_ref": upload_id},
+    });
+    let reference = lin.ws.send_op("message.send", d).await;
+    lin.ws.recv_until(|f| f["ref"] == reference.as_str()).await;
+    assert_eventually!(fake.sent().await.len() == 2, "the image is sent");
+    let uploads = fake.uploads().await;
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].bytes, image);
+    let messages = fake.sent().await;
+    assert_eq!(messages[1]["msgtype"], "image");
+    assert_eq!(messages[1]["image"]["media_id"], uploads[0].media_id.as_str());
     assert_eq!(fake.violations().await, Vec::<String>::new());
 }
