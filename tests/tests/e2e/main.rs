@@ -6,6 +6,7 @@ mod admin;
 mod app;
 mod bad_input;
 mod conversation;
+mod cross_channel;
 mod cti;
 mod customers;
 mod delivery;
