@@ -776,7 +776,7 @@ pub fn webhooks_section(groups: &[Group]) -> Option<String> {
     );
     let mut targets = String::from("### Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
     let mut table = String::from(
-        "### Webhook ingest\n\n| scenario | target | runs (passed) | senders | webhooks/s answered | answer p50 | answer p99 | to agent p99 | server µs CPU/webhook | one server core, projected webhooks/s | machine load |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "### Throughput, latency and server CPU\n\n| scenario | target | runs (passed) | senders | webhooks/s answered | answer p50 | answer p99 | to agent p99 | server µs CPU/webhook | one server core, projected webhooks/s | machine load |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut any = false;
     for g in groups.iter().filter(|g| g.mode == Some(Mode::Webhooks)) {

@@ -166,6 +166,96 @@ pub(crate) async fn join_all(tasks: &mut JoinSet<Tally>, total: &mut Tally, limi
     }
 }
 
+/// Starts one task per agent token and waits until they are ready (or the set-up limit passes).
+pub(crate) async fn start_agents(
+    ctx: &Arc<Ctx>,
+    tokens: Vec<String>,
+    setup_limit: Duration,
+) -> JoinSet<Tally> {
+    let mut agents = JoinSet::new();
+    let count = tokens.len();
+    for (i, token) in tokens.into_iter().enumerate() {
+        agents.spawn(clients::agent(Arc::clone(ctx), i, token));
+    }
+    if !wait_ready(ctx, count, setup_limit).await {
+        eprintln!("omnigate-loadtest: not every agent became ready");
+    }
+    agents
+}
+
+/// Waits until `want` clients are ready (or the set-up limit passes) and says how long it took.
+pub(crate) async fn wait_clients(ctx: &Ctx, want: usize, setup_limit: Duration) {
+    let setup = tokio::time::Instant::now();
+    if !wait_ready(ctx, want, setup_limit).await {
+        eprintln!(
+            "omnigate-loadtest: only {} of {want} clients ready; running with them",
+            ctx.ready.load(Ordering::Relaxed)
+        );
+    }
+    eprintln!(
+        "omnigate-loadtest: {} clients ready in {:.1} s",
+        ctx.ready.load(Ordering::Relaxed),
+        setup.elapsed().as_secs_f64()
+    );
+}
+
+/// The run's timeline from now: traffic starts in 200 ms, measuring after the warm-up.
+pub(crate) fn timeline(scenario: &Scenario) -> Phases {
+    let start_us = now_us() + 200_000;
+    let measure_from_us = start_us + (scenario.warmup_secs * 1e6) as u64;
+    let stop_us = measure_from_us + (scenario.duration_secs * 1e6) as u64;
+    Phases {
+        start_us,
+        measure_from_us,
+        stop_us,
+        drain_until_us: stop_us + (scenario.drain_secs * 1e6) as u64,
+    }
+}
+
+/// Publishes the timeline and samples the server at the start and the end of the measured window.
+pub(crate) async fn measure_window(
+    phases_tx: &watch::Sender<Option<Phases>>,
+    phases: Phases,
+    server: &Server,
+) -> anyhow::Result<(ProcSample, ProcSample)> {
+    phases_tx.send(Some(phases))?;
+    sleep(Duration::from_micros(
+        phases.measure_from_us.saturating_sub(now_us()),
+    ))
+    .await;
+    let at_start = server.sample()?;
+    sleep(Duration::from_micros(phases.stop_us.saturating_sub(now_us()))).await;
+    let at_stop = server.sample()?;
+    Ok((at_start, at_stop))
+}
+
+/// The server's CPU and memory over a measured window in which `counted` messages (or webhooks) were counted.
+pub(crate) fn window_summary(
+    samples: [ProcSample; 4],
+    window_secs: f64,
+    counted: u64,
+    connections: usize,
+) -> ServerSummary {
+    let [before, at_start, at_stop, after] = samples;
+    let cpu = at_stop.cpu_secs - at_start.cpu_secs;
+    ServerSummary {
+        cpu_secs_in_window: cpu,
+        cpu_utilization: cpu / window_secs,
+        cpu_us_per_message: if counted > 0 {
+            cpu * 1e6 / counted as f64
+        } else {
+            0.0
+        },
+        rss_before_bytes: before.rss_bytes,
+        rss_after_bytes: after.rss_bytes.max(at_stop.rss_bytes),
+        rss_per_connection_bytes: 0.0,
+        connections,
+        clean_exit: true,
+        preempted_in_window: at_stop.preempted.saturating_sub(at_start.preempted),
+        load_average: at_stop.load_average,
+    }
+}
+
 async fn drive(
     scenario: &Scenario,
     target: Target,
@@ -230,16 +320,12 @@ async fn drive(
         };
         return run.drive().await;
     }
-    let mut agents = JoinSet::new();
+    let mut agents = if gateway {
+        start_agents(&ctx, tokens, setup_limit).await
+    } else {
+        JoinSet::new()
+    };
     let mut customers = JoinSet::new();
-    if gateway {
-        for (i, token) in tokens.into_iter().enumerate() {
-            agents.spawn(clients::agent(Arc::clone(&ctx), i, token));
-        }
-        if !wait_ready(&ctx, scenario.agents, setup_limit).await {
-            eprintln!("omnigate-loadtest: not every agent became ready");
-        }
-    }
     for i in 0..scenario.customers as u32 {
         if gateway {
             customers.spawn(clients::customer(Arc::clone(&ctx), i));
@@ -247,33 +333,9 @@ async fn drive(
             customers.spawn(clients::echo(Arc::clone(&ctx), i));
         }
     }
-    let setup = tokio::time::Instant::now();
     let want = scenario.customers + if gateway { scenario.agents } else { 0 };
-    if !wait_ready(&ctx, want, setup_limit).await {
-        eprintln!(
-            "omnigate-loadtest: only {} of {want} clients ready; running with them",
-            ctx.ready.load(Ordering::Relaxed)
-        );
-    }
-    eprintln!(
-        "omnigate-loadtest: {} clients ready in {:.1} s",
-        ctx.ready.load(Ordering::Relaxed),
-        setup.elapsed().as_secs_f64()
-    );
-    let start_us = now_us() + 200_000;
-    let measure_from_us = start_us + (scenario.warmup_secs * 1e6) as u64;
-    let stop_us = measure_from_us + (scenario.duration_secs * 1e6) as u64;
-    let phases = Phases {
-        start_us,
-        measure_from_us,
-        stop_us,
-        drain_until_us: stop_us + (scenario.drain_secs * 1e6) as u64,
-    };
-    phases_tx.send(Some(phases))?;
-    sleep(Duration::from_micros(measure_from_us.saturating_sub(now_us()))).await;
-    let at_start = server.sample()?;
-    sleep(Duration::from_micros(stop_us.saturating_sub(now_us()))).await;
-    let at_stop = server.sample()?;
+    wait_clients(&ctx, want, setup_limit).await;
+    let (at_start, at_stop) = measure_window(&phases_tx, timeline(scenario), server).await?;
     join_all(
         &mut customers,
         &mut total,
@@ -288,24 +350,8 @@ async fn drive(
     };
     let after = server.sample()?;
     let delivered = total.delivered_in_window;
-    let cpu = at_stop.cpu_secs - at_start.cpu_secs;
     let window = scenario.duration_secs;
-    let server_summary = ServerSummary {
-        cpu_secs_in_window: cpu,
-        cpu_utilization: cpu / window,
-        cpu_us_per_message: if delivered > 0 {
-            cpu * 1e6 / delivered as f64
-        } else {
-            0.0
-        },
-        rss_before_bytes: before.rss_bytes,
-        rss_after_bytes: after.rss_bytes.max(at_stop.rss_bytes),
-        rss_per_connection_bytes: 0.0,
-        connections: want,
-        clean_exit: true,
-        preempted_in_window: at_stop.preempted.saturating_sub(at_start.preempted),
-        load_average: at_stop.load_average,
-    };
+    let server_summary = window_summary([before, at_start, at_stop, after], window, delivered, want);
     let mut result = RunResult::new(
         scenario,
         target,

@@ -9,10 +9,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, Duration};
 
-use crate::clients::{self, Ctx, Phases};
+use crate::clients::{Ctx, Phases};
 use crate::hooks::Provider;
-use crate::report::{RunResult, ServerSummary};
-use crate::run::{join_all, wait_ready};
+use crate::report::RunResult;
+use crate::run::{join_all, measure_window, start_agents, timeline, wait_clients, window_summary};
 use crate::scenario::Scenario;
 use crate::senders;
 use crate::server::{ProcSample, Server, Target};
@@ -57,15 +57,11 @@ impl WebhookRun<'_> {
             background.spawn(sink::serve_sink(listener, Arc::clone(&counts), sink_stopped));
         }
         let mut total = Tally::default();
-        let mut agents = JoinSet::new();
-        if gateway {
-            for (i, token) in tokens.into_iter().enumerate() {
-                agents.spawn(clients::agent(Arc::clone(&ctx), i, token));
-            }
-            if !wait_ready(&ctx, scenario.agents, setup_limit).await {
-                eprintln!("omnigate-loadtest: not every agent became ready");
-            }
-        }
+        let mut agents = if gateway {
+            start_agents(&ctx, tokens, setup_limit).await
+        } else {
+            JoinSet::new()
+        };
         let mix = Arc::new(scenario.webhooks.clone());
         let mut senders = JoinSet::new();
         for i in 0..scenario.customers as u32 {
@@ -76,33 +72,10 @@ impl WebhookRun<'_> {
             };
             senders.spawn(senders::sender(Arc::clone(&ctx), Arc::clone(&mix), provider, i));
         }
-        let setup = tokio::time::Instant::now();
         let want = scenario.customers + if gateway { scenario.agents } else { 0 };
-        if !wait_ready(&ctx, want, setup_limit).await {
-            eprintln!(
-                "omnigate-loadtest: only {} of {want} clients ready; running with them",
-                ctx.ready.load(Ordering::Relaxed)
-            );
-        }
-        eprintln!(
-            "omnigate-loadtest: {} clients ready in {:.1} s",
-            ctx.ready.load(Ordering::Relaxed),
-            setup.elapsed().as_secs_f64()
-        );
-        let start_us = now_us() + 200_000;
-        let measure_from_us = start_us + (scenario.warmup_secs * 1e6) as u64;
-        let stop_us = measure_from_us + (scenario.duration_secs * 1e6) as u64;
-        let drain_until_us = stop_us + (scenario.drain_secs * 1e6) as u64;
-        phases_tx.send(Some(Phases {
-            start_us,
-            measure_from_us,
-            stop_us,
-            drain_until_us,
-        }))?;
-        sleep(Duration::from_micros(measure_from_us.saturating_sub(now_us()))).await;
-        let at_start = server.sample()?;
-        sleep(Duration::from_micros(stop_us.saturating_sub(now_us()))).await;
-        let at_stop = server.sample()?;
+        wait_clients(&ctx, want, setup_limit).await;
+        let phases = timeline(scenario);
+        let (at_start, at_stop) = measure_window(&phases_tx, phases, server).await?;
         join_all(
             &mut senders,
             &mut total,
@@ -111,7 +84,8 @@ impl WebhookRun<'_> {
         .await;
         if gateway {
             // Every webhook answered 2xx must reach an agent; wait for the stragglers up to the drain limit.
-            while ctx.received_total.load(Ordering::Relaxed) < total.sent && now_us() < drain_until_us {
+            while ctx.received_total.load(Ordering::Relaxed) < total.sent && now_us() < phases.drain_until_us
+            {
                 sleep(Duration::from_millis(20)).await;
             }
         }
@@ -140,24 +114,8 @@ impl WebhookRun<'_> {
         }
         let after = server.sample()?;
         let answered = total.answered_in_window;
-        let cpu = at_stop.cpu_secs - at_start.cpu_secs;
         let window = scenario.duration_secs;
-        let server_summary = ServerSummary {
-            cpu_secs_in_window: cpu,
-            cpu_utilization: cpu / window,
-            cpu_us_per_message: if answered > 0 {
-                cpu * 1e6 / answered as f64
-            } else {
-                0.0
-            },
-            rss_before_bytes: before.rss_bytes,
-            rss_after_bytes: after.rss_bytes.max(at_stop.rss_bytes),
-            rss_per_connection_bytes: 0.0,
-            connections: want,
-            clean_exit: true,
-            preempted_in_window: at_stop.preempted.saturating_sub(at_start.preempted),
-            load_average: at_stop.load_average,
-        };
+        let server_summary = window_summary([before, at_start, at_stop, after], window, answered, want);
         let mut result = RunResult::new(
             scenario,
             target,

@@ -60,7 +60,20 @@ impl FakeCtiReceiver {
         FakeCtiReceiver { addr, state }
     }
 
-    /// The `connect_url` to configure.
+    /// The gateway's `[channels.cti]` for this receiver: the vectors' secret and tenant, a 3 s reorder gap.
+    pub fn config(&self) -> omnigate_config::Cti {
+        omnigate_config::Cti {
+            secret: omnigate_config::SecretString::from(CTI_SECRET.to_owned()),
+            previous_secret: None,
+            tenant: CTI_TENANT.to_owned(),
+            connect_url: self.url(),
+            queue: String::new(),
+            reorder_gap_ms: 3_000,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+
+    /// The URL the gateway posts `agent.connect` to.
     pub fn url(&self) -> String {
         format!("http://{}/connect", self.addr)
     }

@@ -2,7 +2,6 @@
 //! the bank vouched for. The call resolves to the same customer, is offered first to the agent who has the
 //! app chat, and that agent sees the app conversation the moment the call is accepted.
 
-use omnigate_config::{Cti, SecretString};
 use omnigate_tests::{
     app_config, app_session, cti_event, identity_claims, identity_token_hs256, post_cti_event, Agent,
     Customer, FakeCtiReceiver, TestGateway, APP_ID, APP_KEY, BANK_SECRET, CTI_SECRET,
@@ -12,15 +11,7 @@ use serde_json::{json, Value};
 const PHONE: &str = "+8613912345678";
 
 async fn gateway(receiver: &FakeCtiReceiver) -> TestGateway {
-    let cti = Cti {
-        secret: SecretString::from(CTI_SECRET.to_owned()),
-        previous_secret: None,
-        tenant: "acme".to_owned(),
-        connect_url: receiver.url(),
-        queue: String::new(),
-        reorder_gap_ms: 3_000,
-        max_body_bytes: 64 * 1024,
-    };
+    let cti = receiver.config();
     TestGateway::spawn_with(move |config| {
         config.channels.app = vec![app_config()];
         config.channels.cti = Some(cti);

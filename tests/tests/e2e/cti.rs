@@ -1,7 +1,6 @@
 //! CTI end to end: signed `cti-webhook/1` events become a voice conversation applied in `seq` order, routed
 //! with voice capacity, and the telephony side is told (signed) which agent took the call (issue 4).
 
-use omnigate_config::{Cti, SecretString};
 use omnigate_connectors::cti::signature::{sign_headers, WebhookSecret};
 use omnigate_tests::{
     assert_eventually, cti_event, http_request, post_cti_event, Agent, FakeCtiReceiver, RedisServer,
@@ -9,25 +8,13 @@ use omnigate_tests::{
 };
 use serde_json::Value;
 
-fn cti_config(receiver: &FakeCtiReceiver) -> Cti {
-    Cti {
-        secret: SecretString::from(CTI_SECRET.to_owned()),
-        previous_secret: None,
-        tenant: "acme".to_owned(),
-        connect_url: receiver.url(),
-        queue: String::new(),
-        reorder_gap_ms: 3_000,
-        max_body_bytes: 64 * 1024,
-    }
-}
-
 async fn gateway(receiver: &FakeCtiReceiver) -> TestGateway {
-    let cti = cti_config(receiver);
+    let cti = receiver.config();
     TestGateway::spawn_with(move |config| config.channels.cti = Some(cti)).await
 }
 
 async fn redis_gateway(redis: &RedisServer, prefix: &str, receiver: &FakeCtiReceiver) -> TestGateway {
-    let cti = cti_config(receiver);
+    let cti = receiver.config();
     TestGateway::spawn_with_redis_prefix(redis, prefix, move |config| config.channels.cti = Some(cti)).await
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use omnigate_config::{Cti, SecretString, WechatAccount};
+use omnigate_config::{SecretString, WechatAccount};
 use omnigate_tests::RedisServer;
 use omnigate_tests::{
     cti_event, http_request, post_cti_event, text_xml, wechat_push, Agent, Customer, FakeCtiReceiver,
@@ -22,15 +22,7 @@ fn now_secs() -> i64 {
 }
 
 async fn gateway_with_cti(receiver: &FakeCtiReceiver) -> TestGateway {
-    let cti = Cti {
-        secret: SecretString::from(CTI_SECRET.to_owned()),
-        previous_secret: None,
-        tenant: "acme".to_owned(),
-        connect_url: receiver.url(),
-        queue: String::new(),
-        reorder_gap_ms: 3_000,
-        max_body_bytes: 64 * 1024,
-    };
+    let cti = receiver.config();
     TestGateway::spawn_with(move |config| config.channels.cti = Some(cti)).await
 }
 

@@ -383,15 +383,7 @@ async fn a_caller_number_rule_and_the_crm_see_the_identity_of_a_call() {
     let receiver = omnigate_tests::FakeCtiReceiver::start().await;
     let crm = FakeCrm::start(CrmScript::Answer(json!({"tags": ["mortgage"]}))).await;
     let gateway = TestGateway::spawn_with(|c| {
-        c.channels.cti = Some(omnigate_config::Cti {
-            secret: omnigate_config::SecretString::from(omnigate_tests::CTI_SECRET.to_owned()),
-            previous_secret: None,
-            tenant: "acme".to_owned(),
-            connect_url: receiver.url(),
-            queue: String::new(),
-            reorder_gap_ms: 3_000,
-            max_body_bytes: 64 * 1024,
-        });
+        c.channels.cti = Some(receiver.config());
         vip_tier(c, Vec::new());
         c.customers.rules.push(CustomerRule {
             identity_kind: Some("phone".to_owned()),
