@@ -25,6 +25,7 @@ fn message(text: &str, key: Option<&str>) -> NewEvent {
             content: Content::Text {
                 text: text.to_owned(),
             },
+            via: None,
         },
         idempotency_key: key.map(str::to_owned),
     }
