@@ -271,3 +271,64 @@ async fn app_and_web_customers_are_answered_on_their_linked_phone_and_refusals_s
     assert_eq!(seen["message"].get("via"), None, "{seen}");
     assert_eq!(fake.violations().await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_picked_route_kept_in_the_outbox_is_resumed_the_same_way_after_a_restart() {
+    use omnigate_tests::{assert_eventually, RedisServer, TwilioScript};
+
+    let redis = RedisServer::start().await;
+    let prefix = TestGateway::fresh_prefix();
+    let fake = FakeTwilio::start().await;
+    let spawn = |retry_base_ms: u64| {
+        let fake = fake.clone();
+        let redis_url = redis.url();
+        let prefix = prefix.clone();
+        async move {
+            gateway(&fake, move |config| {
+                config.store.backend = omnigate_config::StoreBackend::Redis;
+                config.store.redis_url = redis_url;
+                config.store.key_prefix = prefix;
+                config.store.command_timeout_ms = 500;
+                config.channels.outbox.retry_base_ms = retry_base_ms;
+                config.channels.outbox.retry_max_ms = retry_base_ms.max(100);
+            })
+            .await
+        }
+    };
+    // The first retry would wait a minute: the restart comes before it.
+    let first = spawn(60_000).await;
+    let mut lin = Agent::online(&first, "lin").await;
+    let batch = r#"[{"phone_number":"13800138000","content":"在吗","send_time":"2026-11-23 10:00:00","dest_code":"1234","sequence_id":3001}]"#;
+    let response = http_request(
+        first.public,
+        "POST",
+        &format!("/channels/sms/aliyun/ali/{TOKEN}"),
+        &[("content-type", "application/json")],
+        batch.as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let conversation = lin.take_next().await;
+    fake.script([TwilioScript::Error(500, 20500)]).await;
+    let ack = send_via(&mut lin, &conversation, "a-1", "在的", json!({"channel": "sms_twilio"})).await;
+    assert_eq!(ack["op"], "message.ack", "{ack}");
+    let retrying = delivery(&mut lin, &conversation, "retrying").await;
+    assert_eq!(retrying["channel"], "sms_twilio");
+    let held = redis.command(&format!("HGETALL {prefix}held:outbox"));
+    assert!(held.contains(r#""route":{"via":{"channel":"sms_twilio","account":"us"}"#), "{held}");
+    first.stop().await;
+    assert_eq!(fake.attempts().await, 1);
+
+    // Resumed through Twilio, not through the uplink conversation's own channel (which has no send API).
+    let second = spawn(20).await;
+    assert_eventually!(
+        texts_to(&fake.sent().await, "+8613800138000") == ["在的"],
+        "the resumed job went out through the picked route"
+    );
+    assert_eventually!(
+        redis.command(&format!("HLEN {prefix}held:outbox")) == ":0\r\n",
+        "the delivered job is released"
+    );
+    assert_eq!(fake.violations().await, Vec::<String>::new());
+    second.stop().await;
+}
