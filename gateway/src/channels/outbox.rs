@@ -698,6 +698,47 @@ mod tests {
     }
 
     #[test]
+    fn kept_jobs_carry_the_picked_route_and_older_records_still_read() {
+        use omnigate_connectors::model::{Identity, IdentityKind, MessageId};
+        let route = Route {
+            via: crate::store::Via {
+                channel: Channel::SmsTwilio,
+                account: "us".to_owned(),
+            },
+            to: Identity {
+                kind: IdentityKind::Phone,
+                value: "+8613800138000".to_owned(),
+                verified: false,
+            },
+        };
+        let queued = Queued {
+            job: OutboundJob {
+                conversation: ConversationId::parse("c_1").unwrap(),
+                message_id: MessageId::parse("m_1").unwrap(),
+                channel: Channel::SmsTwilio,
+                content: Content::Text { text: "hi".into() },
+                route: Some(route.clone()),
+            },
+            attempts: 0,
+            queued_at_ms: 7,
+        };
+        let kept: KeptJob = serde_json::from_str(&queued.kept(2).unwrap()).unwrap();
+        assert_eq!((kept.route, kept.attempts), (Some(route), 2));
+        let older = r#"{"conversation":"c_1","message_id":"m_1","channel":"wechat_oa","content":{"type":"text","text":"hi"},"attempts":1,"queued_at_ms":7}"#;
+        assert_eq!(serde_json::from_str::<KeptJob>(older).unwrap().route, None);
+    }
+
+    #[test]
+    fn only_channels_with_a_send_api_have_outbound() {
+        for channel in [Channel::SmsAliyun, Channel::SmsTencent, Channel::Web, Channel::App, Channel::Voice] {
+            assert!(!has_outbound(channel), "{channel:?}");
+        }
+        for channel in [Channel::SmsTwilio, Channel::WechatOa, Channel::WechatKf] {
+            assert!(has_outbound(channel), "{channel:?}");
+        }
+    }
+
+    #[test]
     fn reasons_have_stable_names() {
         assert_eq!(reason_name(FailureReason::WindowClosed), "window_closed");
         assert_eq!(reason_name(FailureReason::QuotaExhausted), "quota_exhausted");

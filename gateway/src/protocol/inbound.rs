@@ -513,6 +513,24 @@ mod tests {
     }
 
     #[test]
+    fn only_agents_pick_a_reply_channel() {
+        let send = r#"{"op":"message.send","d":{"conversation_id":"c_1","client_msg_id":"k","content":{"type":"text","text":"t"},"via":{"channel":"sms_twilio","account":"us"}}}"#;
+        match parse_frame(send, true).unwrap().op {
+            ClientOp::MessageSend { via, .. } => assert_eq!(
+                via,
+                Some(ViaRequest {
+                    channel: "sms_twilio".to_owned(),
+                    account: Some("us".to_owned()),
+                })
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_frame(send, false).unwrap_err().code(), "invalid_frame");
+        let extra = send.replace(r#""account":"us""#, r#""to":"+8613800138000""#);
+        assert_eq!(parse_frame(&extra, true).unwrap_err().code(), "invalid_frame");
+    }
+
+    #[test]
     fn refuses_bad_frames_with_their_codes() {
         assert_eq!(
             parse_frame("{not json", false).unwrap_err().code(),
