@@ -476,7 +476,10 @@ fn dead_letter_text(reason: FailureReason) -> &'static str {
 /// Whether a channel has a send API we implement. Aliyun and Tencent SMS uplinks only receive; web and app
 /// chats are read over the customer's socket; a call's text stays in the log.
 pub fn has_outbound(channel: Channel) -> bool {
-    matches!(channel, Channel::WechatOa | Channel::WechatKf | Channel::SmsTwilio)
+    matches!(
+        channel,
+        Channel::WechatOa | Channel::WechatKf | Channel::SmsTwilio
+    )
 }
 
 /// The dead letter of a reply on a conversation whose channel cannot send: the agent is told to pick another.
@@ -730,7 +733,13 @@ mod tests {
 
     #[test]
     fn only_channels_with_a_send_api_have_outbound() {
-        for channel in [Channel::SmsAliyun, Channel::SmsTencent, Channel::Web, Channel::App, Channel::Voice] {
+        for channel in [
+            Channel::SmsAliyun,
+            Channel::SmsTencent,
+            Channel::Web,
+            Channel::App,
+            Channel::Voice,
+        ] {
             assert!(!has_outbound(channel), "{channel:?}");
         }
         for channel in [Channel::SmsTwilio, Channel::WechatOa, Channel::WechatKf] {

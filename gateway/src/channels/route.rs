@@ -203,7 +203,11 @@ mod tests {
             value: "v1".to_owned(),
             verified: false,
         };
-        let ids = [visitor.clone(), phone("+8613800000001", false), phone("+8613800000002", true)];
+        let ids = [
+            visitor.clone(),
+            phone("+8613800000001", false),
+            phone("+8613800000002", true),
+        ];
         assert_eq!(pick_phone(&ids), Some(&ids[2]));
         let ids = [visitor.clone(), phone("+8613800000001", false)];
         assert_eq!(pick_phone(&ids), Some(&ids[1]));

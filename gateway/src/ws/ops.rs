@@ -105,17 +105,15 @@ impl Session {
     }
 
     /// The route of a reply through the channel the agent picked, resolved before anything is stored.
-    async fn pick_route(
-        &self,
-        agent: &str,
-        id: &ConversationId,
-        via: &ViaRequest,
-    ) -> Result<Route, Refusal> {
+    async fn pick_route(&self, agent: &str, id: &ConversationId, via: &ViaRequest) -> Result<Route, Refusal> {
         let customer = self.state.bus.customer_of(agent.to_owned(), id.clone()).await?;
         let hub = self.state.channels.as_ref().ok_or_else(|| {
             refuse(
                 "channel_not_configured",
-                format!("no {} connector is configured", via.channel.chars().take(64).collect::<String>()),
+                format!(
+                    "no {} connector is configured",
+                    via.channel.chars().take(64).collect::<String>()
+                ),
             )
         })?;
         let route = hub

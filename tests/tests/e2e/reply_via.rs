@@ -59,7 +59,13 @@ async fn delivery(agent: &mut Agent, conversation: &str, state: &str) -> Value {
 }
 
 /// `message.send` with `via`; returns the reply frame (`message.ack` or `error`).
-async fn send_via(agent: &mut Agent, conversation: &str, client_msg_id: &str, text: &str, via: Value) -> Value {
+async fn send_via(
+    agent: &mut Agent,
+    conversation: &str,
+    client_msg_id: &str,
+    text: &str,
+    via: Value,
+) -> Value {
     let d = json!({
         "conversation_id": conversation, "client_msg_id": client_msg_id,
         "content": {"type": "text", "text": text}, "via": via,
@@ -119,27 +125,47 @@ async fn an_aliyun_uplink_customer_is_answered_by_sms_through_twilio_once_per_cl
     lin.say(&conversation, "a-0", "we are looking into it").await;
     let failed = delivery(&mut lin, &conversation, "failed").await;
     assert_eq!(failed["reason"], "no_outbound", "{failed}");
-    assert!(failed["detail"].as_str().unwrap().contains("sms_twilio"), "{failed}");
+    assert!(
+        failed["detail"].as_str().unwrap().contains("sms_twilio"),
+        "{failed}"
+    );
 
     // Through Twilio: stored once in the uplink conversation, with the route in the log.
-    let ack = send_via(&mut lin, &conversation, "a-1", "您的卡已解锁", json!({"channel": "sms_twilio"})).await;
+    let ack = send_via(
+        &mut lin,
+        &conversation,
+        "a-1",
+        "您的卡已解锁",
+        json!({"channel": "sms_twilio"}),
+    )
+    .await;
     assert_eq!(ack["op"], "message.ack", "{ack}");
     let message_id = ack["d"]["message_id"].as_str().unwrap().to_owned();
     let created = lin
         .ws
         .recv_until(|f| {
-            f["op"] == "event" && f["d"]["type"] == "message.created" && f["d"]["message"]["id"] == message_id.as_str()
+            f["op"] == "event"
+                && f["d"]["type"] == "message.created"
+                && f["d"]["message"]["id"] == message_id.as_str()
         })
         .await;
-    assert_eq!(created["d"]["message"]["via"], json!({"channel": "sms_twilio", "account": "us"}));
+    assert_eq!(
+        created["d"]["message"]["via"],
+        json!({"channel": "sms_twilio", "account": "us"})
+    );
     let pending = lin
         .ws
         .recv_until(|f| {
-            f["d"]["type"] == "delivery.updated" && f["d"]["state"] == "pending" && f["d"]["message_id"] == message_id.as_str()
+            f["d"]["type"] == "delivery.updated"
+                && f["d"]["state"] == "pending"
+                && f["d"]["message_id"] == message_id.as_str()
         })
         .await["d"]
         .clone();
-    assert_eq!((pending["channel"].clone(), pending["segments"].clone()), (json!("sms_twilio"), json!(1)));
+    assert_eq!(
+        (pending["channel"].clone(), pending["segments"].clone()),
+        (json!("sms_twilio"), json!(1))
+    );
     let sent = delivery(&mut lin, &conversation, "sent").await;
     assert_eq!(sent["message_id"], message_id.as_str());
     let sid = sent["provider_message_id"].as_str().unwrap().to_owned();
@@ -161,10 +187,24 @@ async fn an_aliyun_uplink_customer_is_answered_by_sms_through_twilio_once_per_cl
     assert_eq!(delivered["message_id"], message_id.as_str());
 
     // A retried send is answered from the original and sends nothing; the next message is the only other SMS.
-    let retry = send_via(&mut lin, &conversation, "a-1", "您的卡已解锁", json!({"channel": "sms_twilio"})).await;
+    let retry = send_via(
+        &mut lin,
+        &conversation,
+        "a-1",
+        "您的卡已解锁",
+        json!({"channel": "sms_twilio"}),
+    )
+    .await;
     assert_eq!(retry["op"], "message.ack", "{retry}");
     assert_eq!(retry["d"]["message_id"], message_id.as_str());
-    let next = send_via(&mut lin, &conversation, "a-2", "还有别的问题吗", json!({"channel": "sms_twilio", "account": "us"})).await;
+    let next = send_via(
+        &mut lin,
+        &conversation,
+        "a-2",
+        "还有别的问题吗",
+        json!({"channel": "sms_twilio", "account": "us"}),
+    )
+    .await;
     let next_id = next["d"]["message_id"].as_str().unwrap().to_owned();
     lin.ws
         .recv_until(|f| {
@@ -181,8 +221,16 @@ async fn an_aliyun_uplink_customer_is_answered_by_sms_through_twilio_once_per_cl
     assert_eq!(agent_messages(&gateway, "lin", &conversation).await.len(), 3);
 
     // A provider's permanent refusal dead-letters a picked route like any reply.
-    fake.script([omnigate_tests::TwilioScript::Error(400, 21211)]).await;
-    let bad = send_via(&mut lin, &conversation, "a-3", "再见", json!({"channel": "sms_twilio"})).await;
+    fake.script([omnigate_tests::TwilioScript::Error(400, 21211)])
+        .await;
+    let bad = send_via(
+        &mut lin,
+        &conversation,
+        "a-3",
+        "再见",
+        json!({"channel": "sms_twilio"}),
+    )
+    .await;
     assert_eq!(bad["op"], "message.ack", "{bad}");
     let failed = lin
         .ws
@@ -212,32 +260,54 @@ async fn app_and_web_customers_are_answered_on_their_linked_phone_and_refusals_s
     assert_eq!(session.status, 200, "{}", session.body);
     let token = session.json()["token"].as_str().unwrap().to_owned();
     let mut app = Customer::connect(&gateway, &token, Value::Null).await;
-    let app_chat = app.say(None, "c-1", "I am on a train, text me")
-        .await["conversation_id"]
+    let app_chat = app.say(None, "c-1", "I am on a train, text me").await["conversation_id"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_eq!(lin.take_next().await, app_chat);
-    let ack = send_via(&mut lin, &app_chat, "a-1", "Texting you now", json!({"channel": "sms_twilio"})).await;
+    let ack = send_via(
+        &mut lin,
+        &app_chat,
+        "a-1",
+        "Texting you now",
+        json!({"channel": "sms_twilio"}),
+    )
+    .await;
     assert_eq!(ack["op"], "message.ack", "{ack}");
     delivery(&mut lin, &app_chat, "sent").await;
-    assert_eq!(texts_to(&fake.sent().await, "+8613911112222"), ["Texting you now"]);
+    assert_eq!(
+        texts_to(&fake.sent().await, "+8613911112222"),
+        ["Texting you now"]
+    );
 
     // A web visitor with no phone: refused, nothing stored, nothing sent.
     let mut web = Customer::start(&gateway).await;
-    let web_chat = web.say(None, "w-1", "hello")
-        .await["conversation_id"]
+    let web_chat = web.say(None, "w-1", "hello").await["conversation_id"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_eq!(lin.take_next().await, web_chat);
-    let refused = send_via(&mut lin, &web_chat, "a-1", "by sms", json!({"channel": "sms_twilio"})).await;
-    assert_eq!((refused["op"].clone(), refused["d"]["code"].clone()), (json!("error"), json!("no_address_on_channel")), "{refused}");
+    let refused = send_via(
+        &mut lin,
+        &web_chat,
+        "a-1",
+        "by sms",
+        json!({"channel": "sms_twilio"}),
+    )
+    .await;
+    assert_eq!(
+        (refused["op"].clone(), refused["d"]["code"].clone()),
+        (json!("error"), json!("no_address_on_channel")),
+        "{refused}"
+    );
     for (via, code) in [
         (json!({"channel": "carrier_pigeon"}), "invalid_request"),
         (json!({"channel": "web"}), "invalid_request"),
         (json!({"channel": "sms_aliyun"}), "invalid_request"),
-        (json!({"channel": "sms_twilio", "account": "eu"}), "channel_not_configured"),
+        (
+            json!({"channel": "sms_twilio", "account": "eu"}),
+            "channel_not_configured",
+        ),
         (json!({"channel": "wechat_oa"}), "channel_not_configured"),
     ] {
         let refused = send_via(&mut lin, &web_chat, "a-1", "by sms", via.clone()).await;
@@ -249,7 +319,10 @@ async fn app_and_web_customers_are_answered_on_their_linked_phone_and_refusals_s
     lin.ws.send_op("message.send", d).await;
     let malformed = lin.ws.recv_until(|f| f["op"] == "error").await;
     assert_eq!(malformed["d"]["code"], "invalid_frame", "{malformed}");
-    assert_eq!(agent_messages(&gateway, "lin", &web_chat).await, Vec::<Value>::new());
+    assert_eq!(
+        agent_messages(&gateway, "lin", &web_chat).await,
+        Vec::<Value>::new()
+    );
 
     // The agent links the number the visitor gave; the same client_msg_id now goes out by SMS.
     lin.request(
@@ -257,7 +330,14 @@ async fn app_and_web_customers_are_answered_on_their_linked_phone_and_refusals_s
         json!({"conversation_id": web_chat, "identity": {"kind": "phone", "value": "+8613733334444"}, "reason": "stated in chat"}),
     )
     .await;
-    let ack = send_via(&mut lin, &web_chat, "a-1", "by sms", json!({"channel": "sms_twilio"})).await;
+    let ack = send_via(
+        &mut lin,
+        &web_chat,
+        "a-1",
+        "by sms",
+        json!({"channel": "sms_twilio"}),
+    )
+    .await;
     assert_eq!(ack["op"], "message.ack", "{ack}");
     let sent = delivery(&mut lin, &web_chat, "sent").await;
     assert_eq!(sent["message_id"], ack["d"]["message_id"]);
@@ -310,12 +390,22 @@ async fn a_picked_route_kept_in_the_outbox_is_resumed_the_same_way_after_a_resta
     assert_eq!(response.status, 200, "{}", response.body);
     let conversation = lin.take_next().await;
     fake.script([TwilioScript::Error(500, 20500)]).await;
-    let ack = send_via(&mut lin, &conversation, "a-1", "在的", json!({"channel": "sms_twilio"})).await;
+    let ack = send_via(
+        &mut lin,
+        &conversation,
+        "a-1",
+        "在的",
+        json!({"channel": "sms_twilio"}),
+    )
+    .await;
     assert_eq!(ack["op"], "message.ack", "{ack}");
     let retrying = delivery(&mut lin, &conversation, "retrying").await;
     assert_eq!(retrying["channel"], "sms_twilio");
     let held = redis.command(&format!("HGETALL {prefix}held:outbox"));
-    assert!(held.contains(r#""route":{"via":{"channel":"sms_twilio","account":"us"}"#), "{held}");
+    assert!(
+        held.contains(r#""route":{"via":{"channel":"sms_twilio","account":"us"}"#),
+        "{held}"
+    );
     first.stop().await;
     assert_eq!(fake.attempts().await, 1);
 
