@@ -140,7 +140,8 @@ impl RoutePicker {
     }
 
     /// An OpenID of the customer's that one of `allowed` accounts received a push from (an OpenID is only
-    /// valid with the official account that issued it): the newest such WeChat conversation's address.
+    /// valid with the official account that issued it): the address it last wrote from, or else the newest
+    /// such WeChat conversation's address.
     async fn pick_openid(
         &self,
         customer: &CustomerId,
@@ -152,6 +153,23 @@ impl RoutePicker {
             .filter(|i| i.kind == IdentityKind::WechatOpenId)
             .map(|i| i.value.as_str())
             .collect();
+        // An OpenID that wrote to us since the start (also one the agent linked to this customer from another).
+        for identity in identities.iter().filter(|i| i.kind == IdentityKind::WechatOpenId) {
+            if let Some(address) = self
+                .addresses
+                .sender(Channel::WechatOa, identity)
+                .filter(|a| allowed.iter().any(|account| **account == a.account))
+            {
+                return Ok(Route {
+                    via: Via {
+                        channel: Channel::WechatOa,
+                        account: address.account,
+                    },
+                    to: address.to,
+                });
+            }
+        }
+        // Else, after a restart, the newest of the customer's own WeChat conversations.
         if !openids.is_empty() {
             for record in self.store.customer_conversations(customer).await? {
                 if record.channel != Channel::WechatOa {

@@ -422,3 +422,93 @@ async fn a_picked_route_kept_in_the_outbox_is_resumed_the_same_way_after_a_resta
     assert_eq!(fake.violations().await, Vec::<String>::new());
     second.stop().await;
 }
+
+#[tokio::test]
+async fn a_web_visitor_linked_to_a_wechat_openid_is_answered_through_the_official_account() {
+    use omnigate_tests::{
+        text_xml, wechat_push, FakeWechat, Mode, WECHAT_AES_KEY, WECHAT_APPID, WECHAT_ORIGINAL_ID,
+        WECHAT_SECRET, WECHAT_TOKEN,
+    };
+
+    const OPENID: &str = "oGw_user_openid_000000000042";
+    let twilio = FakeTwilio::start().await;
+    let wechat = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let account = omnigate_config::WechatAccount {
+        id: "main".to_owned(),
+        appid: WECHAT_APPID.to_owned(),
+        app_secret: SecretString::from(WECHAT_SECRET.to_owned()),
+        token: SecretString::from(WECHAT_TOKEN.to_owned()),
+        encoding_aes_keys: vec![SecretString::from(WECHAT_AES_KEY.to_owned())],
+        original_id: WECHAT_ORIGINAL_ID.to_owned(),
+        queue: String::new(),
+        api_base_url: wechat.base_url(),
+        message_quota: 5,
+        message_window_secs: 48 * 3600,
+        max_body_bytes: 64 * 1024,
+        rate_per_second: 100,
+    };
+    let gateway = gateway(&twilio, move |config| config.channels.wechat.push(account)).await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+
+    // A web visitor without an OpenID: refused, nothing stored.
+    let mut web = Customer::start(&gateway).await;
+    let web_chat = web.say(None, "w-1", "I wrote to you on WeChat too").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(lin.take_next().await, web_chat);
+    let refused = send_via(
+        &mut lin,
+        &web_chat,
+        "a-1",
+        "answering on WeChat",
+        json!({"channel": "wechat_oa"}),
+    )
+    .await;
+    assert_eq!(refused["d"]["code"], "no_address_on_channel", "{refused}");
+    assert_eq!(
+        agent_messages(&gateway, "lin", &web_chat).await,
+        Vec::<Value>::new()
+    );
+
+    // The same person writes to the official account; the agent links that OpenID to the web visitor.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let response = wechat_push(
+        &gateway,
+        "main",
+        &text_xml(OPENID, 42, "是我", now),
+        Mode::Plain,
+        OPENID,
+    )
+    .await;
+    assert_eq!((response.status, response.body.as_str()), (200, "success"));
+    lin.take_next().await;
+    lin.request(
+        "customer.link",
+        json!({"conversation_id": web_chat, "identity": {"kind": "wechat_open_id", "value": OPENID}, "reason": "same person"}),
+    )
+    .await;
+    let ack = send_via(
+        &mut lin,
+        &web_chat,
+        "a-1",
+        "answering on WeChat",
+        json!({"channel": "wechat_oa", "account": "main"}),
+    )
+    .await;
+    assert_eq!(ack["op"], "message.ack", "{ack}");
+    let sent = delivery(&mut lin, &web_chat, "sent").await;
+    assert_eq!(
+        (sent["channel"].clone(), sent["message_id"].clone()),
+        (json!("wechat_oa"), ack["d"]["message_id"].clone())
+    );
+    let custom = wechat.sent().await;
+    assert_eq!(custom.len(), 1);
+    assert_eq!(custom[0].body["touser"], OPENID);
+    assert_eq!(custom[0].body["text"]["content"], "answering on WeChat");
+    assert_eq!(wechat.violations().await, Vec::<String>::new());
+    assert_eq!(twilio.sent().await.len(), 0);
+}
