@@ -96,6 +96,7 @@ fn message(customer: &CustomerId, i: usize) -> NewEvent {
             content: Content::Text {
                 text: TEXT.to_owned(),
             },
+            via: None,
         },
         idempotency_key: Some(format!("customer:{customer}:m-{i}")),
     }

@@ -609,6 +609,7 @@ impl BusActor {
             message_id: MessageId::generate(),
             client_msg_id,
             content: content.clone(),
+            via: None,
         };
         let reopen = self.conversations.get(&id).is_some_and(|c| !c.is_open());
         let appended = self.append(&id, actor.clone(), kind, Some(key)).await?;
@@ -766,14 +767,16 @@ impl BusActor {
             .map(|a| a.name.clone())
             .unwrap_or_default();
         let key = format!("agent:{agent}:{client_msg_id}");
-        let (kind, role) = match body {
-            AgentBody::Message(content) => (
+        let (kind, role, route) = match body {
+            AgentBody::Message(content, route) => (
                 EventKind::Message {
                     message_id: MessageId::generate(),
                     client_msg_id,
                     content,
+                    via: route.as_ref().map(|r| r.via.clone()),
                 },
                 "agent",
+                route,
             ),
             AgentBody::Note(text) => (
                 EventKind::Note {
@@ -782,6 +785,7 @@ impl BusActor {
                     text,
                 },
                 "note",
+                None,
             ),
         };
         let appended = self
@@ -812,7 +816,7 @@ impl BusActor {
                 message_id, content, ..
             } = &appended.event().kind
             {
-                self.hand_to_channel(&id, message_id.clone(), content.clone())
+                self.hand_to_channel(&id, message_id.clone(), content.clone(), route)
                     .await;
             }
         }

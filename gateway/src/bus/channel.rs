@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId, InboundMessage, MessageId};
+use omnigate_connectors::model::{
+    Channel, Content, ConversationId, CustomerId, Identity, InboundMessage, MessageId,
+};
+use serde::{Deserialize, Serialize};
 
 use super::actor::BusActor;
 use super::{BusError, SendAck};
-use crate::store::{Actor, EventKind};
+use crate::store::{Actor, EventKind, Via};
 
 /// An agent's message that must leave through a channel connector.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,10 +22,22 @@ pub struct OutboundJob {
     pub conversation: ConversationId,
     /// The agent's `message.created`.
     pub message_id: MessageId,
-    /// The conversation's channel.
+    /// The channel it goes out through: the conversation's own, or the one the agent picked.
     pub channel: Channel,
     /// What the agent said.
     pub content: Content,
+    /// The route the agent picked (`message.send` `via`); `None` answers through the conversation's address.
+    pub route: Option<Route>,
+}
+
+/// A reply's route picked by the agent: the connector and the customer's identity on its channel, resolved
+/// from the customer's identities before the message was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The channel and connector.
+    pub via: Via,
+    /// The customer's identity on that channel (a phone number, an OpenID).
+    pub to: Identity,
 }
 
 /// Where agents' messages on connector channels go. The bus awaits [`ChannelOutbound::submit`] inside its
@@ -183,7 +198,7 @@ impl BusActor {
         }
     }
 
-    /// After an agent's message was stored: on a connector channel, log it as `pending` and queue it for the
+    /// After an agent's message was stored: on a connector channel (or the route the agent picked), log it as `pending` and queue it for the
     /// provider. The message is already acknowledged to the agent, so the job is queued even when the
     /// `pending` record cannot be written.
     pub(super) async fn hand_to_channel(
@@ -191,12 +206,17 @@ impl BusActor {
         conversation: &ConversationId,
         message_id: MessageId,
         content: Content,
+        route: Option<Route>,
     ) {
         let Some(outbound) = self.settings.outbound.clone() else {
             return;
         };
-        let Some(channel) = self.conversations.get(conversation).map(|c| c.record.channel) else {
-            return;
+        let channel = match &route {
+            Some(route) => route.via.channel,
+            None => match self.conversations.get(conversation).map(|c| c.record.channel) {
+                Some(channel) => channel,
+                None => return,
+            },
         };
         if !outbound.handles(channel) {
             return;
@@ -216,6 +236,7 @@ impl BusActor {
             message_id,
             channel,
             content,
+            route,
         };
         // Concurrently, so the `pending` state and the outbox's record of the job cost one round trip of
         // latency; the job's states are logged through the bus, so `pending` still comes first.

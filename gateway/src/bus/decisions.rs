@@ -418,9 +418,10 @@ impl BusActor {
             message_id: message_id.clone(),
             client_msg_id: String::new(),
             content: content.clone(),
+            via: None,
         };
         match self.append(id, Actor::System, kind, None).await {
-            Ok(_) => self.hand_to_channel(id, message_id, content).await,
+            Ok(_) => self.hand_to_channel(id, message_id, content, None).await,
             Err(error) => tracing::warn!(conversation_id = %id, %error, "position message not stored"),
         }
     }

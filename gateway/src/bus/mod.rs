@@ -39,7 +39,7 @@ use crate::shutdown::Shutdown;
 use crate::store::{ContextStore, ConversationStatus, View};
 
 pub use actor::BusSettings;
-pub use channel::{ChannelInbound, ChannelOutbound, DeliveryUpdate, OutboundJob};
+pub use channel::{ChannelInbound, ChannelOutbound, DeliveryUpdate, OutboundJob, Route};
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -324,7 +324,7 @@ pub struct Held {
 /// What an agent sends.
 #[derive(Debug, Clone)]
 pub(crate) enum AgentBody {
-    Message(Content),
+    Message(Content, Option<Route>),
     Note(String),
 }
 
@@ -418,7 +418,8 @@ impl Bus {
         .await
     }
 
-    /// Stores an agent's message.
+    /// Stores an agent's message; on a connector channel it is handed to the outbox, through `route` when the
+    /// agent picked one (recorded with the message) and else through the conversation's own channel.
     ///
     /// # Errors
     /// [`BusError::NotAllowed`] unless the conversation is assigned to the agent.
@@ -428,12 +429,13 @@ impl Bus {
         conversation: ConversationId,
         client_msg_id: String,
         content: Content,
+        route: Option<Route>,
     ) -> Result<SendAck, BusError> {
         self.call(|reply| Command::AgentSend {
             agent,
             conversation,
             client_msg_id,
-            body: AgentBody::Message(content),
+            body: AgentBody::Message(content, route),
             reply,
         })
         .await

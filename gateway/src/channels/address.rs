@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use omnigate_connectors::model::{Channel, ConversationId, Identity, ReplyCapability};
+use omnigate_connectors::model::{Channel, ConversationId, Identity, IdentityKind, ReplyCapability};
 
 use crate::store::{ContextStore, EventKind, StoreError, View};
 
@@ -28,6 +28,9 @@ pub struct Address {
 #[derive(Debug, Default)]
 pub struct AddressBook {
     known: DashMap<ConversationId, Address>,
+    /// The latest address each sender identity wrote from, per channel: which of our accounts can reach it
+    /// (an OpenID is only valid with the official account that issued it). Read when an agent picks a channel.
+    senders: DashMap<(Channel, IdentityKind, String), Address>,
 }
 
 /// Log events read per page when recovering an address.
@@ -47,6 +50,17 @@ impl AddressBook {
             capability,
             ..address
         };
+        let sender = entry.clone();
+        drop(entry);
+        self.senders
+            .insert((sender.channel, sender.to.kind, sender.to.value.clone()), sender);
+    }
+
+    /// The latest address `identity` wrote from on `channel` since this gateway started.
+    pub fn sender(&self, channel: Channel, identity: &Identity) -> Option<Address> {
+        self.senders
+            .get(&(channel, identity.kind, identity.value.clone()))
+            .map(|a| a.clone())
     }
 
     /// The address of a conversation, from memory or else from its log.

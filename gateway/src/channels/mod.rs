@@ -10,6 +10,7 @@
 //! - `connector.rs`: the [`Connector`] trait every sender implements
 //! - `http_client.rs`: the shared rustls HTTP client
 //! - `address.rs`: where to answer each conversation (account, identity, reply window)
+//! - `route.rs`: the channel an agent picks for a reply (`via`), resolved from the customer's identities
 //! - `outbox.rs`: retries with backoff and jitter, per-account pace, dead letters, jobs kept across restarts
 //! - `media.rs`: agents' image uploads (`POST /agent/v1/media`) in a bounded store, sent by the connectors
 //! - `token.rs`: the WeChat access_token owner
@@ -26,6 +27,7 @@ pub mod cti;
 pub mod http_client;
 pub mod media;
 pub mod outbox;
+pub mod route;
 pub mod sms_cn;
 pub mod token;
 pub mod twilio;
@@ -54,6 +56,7 @@ use crate::telemetry::metrics;
 pub use address::{Address, AddressBook};
 pub use connector::{Connector, Receipt};
 pub use outbox::{outbox, Outbox, OutboxHandle, OutboxParts, SentRecord};
+pub use route::{PickError, RoutePicker, ViaRequest};
 
 /// Why a webhook was not accepted. Becomes the response; logged once here, inside the request's span (which
 /// carries the request id).
@@ -167,9 +170,23 @@ pub struct ChannelHub {
     media: Arc<media::MediaStore>,
     /// `channels.media_max_bytes`.
     media_max_bytes: usize,
+    /// Resolves the channel an agent picks for a reply.
+    picker: RoutePicker,
 }
 
 impl ChannelHub {
+    /// The route of an agent's reply to `customer` through the channel the agent picked.
+    ///
+    /// # Errors
+    /// [`PickError`] when that channel cannot reach the customer.
+    pub async fn pick_route(
+        &self,
+        customer: &omnigate_connectors::model::CustomerId,
+        via: &ViaRequest,
+    ) -> Result<crate::bus::Route, PickError> {
+        self.picker.pick(customer, via).await
+    }
+
     /// Stores one verified inbound message, within the ingest deadline, and learns where to answer.
     async fn ingest(
         &self,
@@ -307,6 +324,11 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
         )));
     }
     let sent = Arc::new(dashmap::DashMap::new());
+    let picker = RoutePicker::new(
+        Arc::clone(&parts.store),
+        Arc::clone(&addresses),
+        connectors.iter().map(|c| (c.channel(), c.account().to_owned())),
+    );
     parts.outbox.start(
         OutboxParts {
             bus: parts.bus.clone(),
@@ -339,6 +361,7 @@ pub fn build(mut parts: ChannelParts<'_>) -> anyhow::Result<Channels> {
         shutdown: parts.shutdown.clone(),
         media,
         media_max_bytes: config.media_max_bytes,
+        picker,
     });
     if let (Some(_), Some(assignments)) = (&hub.cti, assignments) {
         cti::start(&hub, assignments, client, config.outbox.clone(), parts.shutdown);

@@ -27,9 +27,9 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::address::AddressBook;
+use super::address::{Address, AddressBook};
 use super::connector::Connector;
-use crate::bus::{Bus, ChannelOutbound, DeliveryUpdate, OutboundJob};
+use crate::bus::{Bus, ChannelOutbound, DeliveryUpdate, OutboundJob, Route};
 use crate::clock::unix_ms;
 use crate::shutdown::Shutdown;
 use crate::store::{ContextStore, Inbox};
@@ -57,6 +57,10 @@ struct KeptJob {
     attempts: u32,
     /// Unix ms when it was queued (orders a conversation's jobs on resume).
     queued_at_ms: u64,
+    /// The route the agent picked, so a resumed job goes out the same way (absent in records of older
+    /// versions, which always answered through the conversation's channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    route: Option<Route>,
 }
 
 /// A job in the outbox's queues, with what it carries over from an earlier run.
@@ -85,6 +89,7 @@ impl Queued {
             content: self.job.content.clone(),
             attempts,
             queued_at_ms: self.queued_at_ms,
+            route: self.job.route.clone(),
         })
     }
 }
@@ -322,6 +327,7 @@ async fn kept_jobs(context: &Context) -> Option<Vec<Queued>> {
                                 message_id: kept.message_id,
                                 channel: kept.channel,
                                 content: kept.content,
+                                route: kept.route,
                             },
                             attempts: kept.attempts,
                             queued_at_ms: kept.queued_at_ms,
@@ -467,6 +473,28 @@ fn dead_letter_text(reason: FailureReason) -> &'static str {
     }
 }
 
+/// Whether a channel has a send API we implement. Aliyun and Tencent SMS uplinks only receive; web and app
+/// chats are read over the customer's socket; a call's text stays in the log.
+pub fn has_outbound(channel: Channel) -> bool {
+    matches!(
+        channel,
+        Channel::WechatOa | Channel::WechatKf | Channel::SmsTwilio
+    )
+}
+
+/// The dead letter of a reply on a conversation whose channel cannot send: the agent is told to pick another.
+fn no_outbound(job: &OutboundJob, channel: Channel) -> DeliveryUpdate {
+    DeliveryUpdate {
+        reason: Some("no_outbound".to_owned()),
+        detail: format!(
+            "the {} channel has no outbound API: send the reply again with via set to another channel the \
+             customer can be reached on (e.g. {{\"channel\":\"sms_twilio\"}})",
+            channel.as_str()
+        ),
+        ..update(job, "failed", 0)
+    }
+}
+
 fn refusal(reason: FailureReason, detail: &str) -> SendFailure {
     SendFailure {
         error: ConnectorError::Rejected {
@@ -497,22 +525,36 @@ async fn report(context: &Context, job: &OutboundJob, update: DeliveryUpdate) {
 #[tracing::instrument(skip_all, fields(conversation_id = %queued.job.conversation, channel = queued.job.channel.as_str()))]
 async fn deliver(context: &Context, queued: &Queued) -> Outcome {
     let job = &queued.job;
-    let address = match context.addresses.lookup(&job.conversation, &context.store).await {
-        Ok(Some(address)) => address,
-        Ok(None) => {
-            let failure = refusal(
-                FailureReason::Misconfigured,
-                "no channel address for this conversation",
-            );
-            report(context, job, failed(job, 0, &failure)).await;
-            return Outcome::Finished;
-        }
-        Err(error) => {
-            let failure = refusal(FailureReason::ProviderUnavailable, &error.to_string());
-            report(context, job, failed(job, 0, &failure)).await;
-            return Outcome::Finished;
-        }
+    let address = match &job.route {
+        // A route the agent picked: the provider enforces its own reply rules (WeChat's 48-hour window).
+        Some(route) => Address {
+            channel: route.via.channel,
+            account: route.via.account.clone(),
+            channel_account: String::new(),
+            to: route.to.clone(),
+            capability: ReplyCapability::Free,
+        },
+        None => match context.addresses.lookup(&job.conversation, &context.store).await {
+            Ok(Some(address)) => address,
+            Ok(None) => {
+                let failure = refusal(
+                    FailureReason::Misconfigured,
+                    "no channel address for this conversation",
+                );
+                report(context, job, failed(job, 0, &failure)).await;
+                return Outcome::Finished;
+            }
+            Err(error) => {
+                let failure = refusal(FailureReason::ProviderUnavailable, &error.to_string());
+                report(context, job, failed(job, 0, &failure)).await;
+                return Outcome::Finished;
+            }
+        },
     };
+    if !has_outbound(address.channel) {
+        report(context, job, no_outbound(job, address.channel)).await;
+        return Outcome::Finished;
+    }
     let Some((connector, pace)) = context
         .connectors
         .get(&(address.channel, address.account.clone()))
@@ -524,6 +566,8 @@ async fn deliver(context: &Context, queued: &Queued) -> Outcome {
         report(context, job, failed(job, 0, &failure)).await;
         return Outcome::Finished;
     };
+    // The conversation's own reply window is only tracked for replies through its own address.
+    let own_address = job.route.is_none();
     // Block a send the provider would refuse (45015/45047) and say why, rather than spend a call on it.
     let after_send = match window::consume(&address.capability, unix_ms()) {
         Ok(next) => next,
@@ -547,7 +591,9 @@ async fn deliver(context: &Context, queued: &Queued) -> Outcome {
         pace.wait().await;
         match connector.send(&message).await {
             Ok(receipt) => {
-                context.addresses.set_capability(&job.conversation, after_send);
+                if own_address {
+                    context.addresses.set_capability(&job.conversation, after_send);
+                }
                 if let Some(sid) = &receipt.provider_message_id {
                     context.sent.insert(
                         sid.clone(),
@@ -586,10 +632,12 @@ async fn deliver(context: &Context, queued: &Queued) -> Outcome {
             }
             Err(failure) => {
                 tracing::warn!(attempt, error = %failure.error, "message dead-lettered");
-                if matches!(
-                    failure.reason,
-                    FailureReason::WindowClosed | FailureReason::QuotaExhausted
-                ) {
+                if own_address
+                    && matches!(
+                        failure.reason,
+                        FailureReason::WindowClosed | FailureReason::QuotaExhausted
+                    )
+                {
                     let closed = ReplyCapability::Window {
                         expires_at_ms: 0,
                         remaining: 0,
@@ -650,6 +698,53 @@ mod tests {
             dead_letter_text(FailureReason::WindowClosed),
             FailureReason::WindowClosed.agent_message()
         );
+    }
+
+    #[test]
+    fn kept_jobs_carry_the_picked_route_and_older_records_still_read() {
+        use omnigate_connectors::model::{Identity, IdentityKind, MessageId};
+        let route = Route {
+            via: crate::store::Via {
+                channel: Channel::SmsTwilio,
+                account: "us".to_owned(),
+            },
+            to: Identity {
+                kind: IdentityKind::Phone,
+                value: "+8613800138000".to_owned(),
+                verified: false,
+            },
+        };
+        let queued = Queued {
+            job: OutboundJob {
+                conversation: ConversationId::parse("c_1").unwrap(),
+                message_id: MessageId::parse("m_1").unwrap(),
+                channel: Channel::SmsTwilio,
+                content: Content::Text { text: "hi".into() },
+                route: Some(route.clone()),
+            },
+            attempts: 0,
+            queued_at_ms: 7,
+        };
+        let kept: KeptJob = serde_json::from_str(&queued.kept(2).unwrap()).unwrap();
+        assert_eq!((kept.route, kept.attempts), (Some(route), 2));
+        let older = r#"{"conversation":"c_1","message_id":"m_1","channel":"wechat_oa","content":{"type":"text","text":"hi"},"attempts":1,"queued_at_ms":7}"#;
+        assert_eq!(serde_json::from_str::<KeptJob>(older).unwrap().route, None);
+    }
+
+    #[test]
+    fn only_channels_with_a_send_api_have_outbound() {
+        for channel in [
+            Channel::SmsAliyun,
+            Channel::SmsTencent,
+            Channel::Web,
+            Channel::App,
+            Channel::Voice,
+        ] {
+            assert!(!has_outbound(channel), "{channel:?}");
+        }
+        for channel in [Channel::SmsTwilio, Channel::WechatOa, Channel::WechatKf] {
+            assert!(has_outbound(channel), "{channel:?}");
+        }
     }
 
     #[test]

@@ -124,6 +124,7 @@ mod tests {
                     content: Content::Text {
                         text: "my card is blocked".to_owned(),
                     },
+                    via: None,
                 },
             }],
             disposition: disposition.map(str::to_owned),

@@ -4,6 +4,8 @@ use omnigate_connectors::model::{Content, IdentityKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::channels::ViaRequest;
+
 /// Why a client frame was refused. Each maps to an `error` frame `code`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -91,6 +93,8 @@ pub enum ClientOp {
         client_msg_id: String,
         /// Content.
         content: Content,
+        /// Agents: the channel to send the reply through instead of the conversation's own.
+        via: Option<ViaRequest>,
     },
     /// Agents: an internal note.
     NoteSend {
@@ -210,6 +214,16 @@ struct SendD {
     conversation_id: Option<String>,
     client_msg_id: String,
     content: Content,
+    #[serde(default)]
+    via: Option<ViaD>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViaD {
+    channel: String,
+    #[serde(default)]
+    account: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -329,10 +343,20 @@ pub fn parse_frame(text: &str, agent: bool) -> Result<ClientFrame, FrameError> {
                     reason: "conversation_id is required".to_owned(),
                 });
             }
+            if !agent && s.via.is_some() {
+                return Err(FrameError::InvalidFrame {
+                    op: op.to_owned(),
+                    reason: "via is for agents only".to_owned(),
+                });
+            }
             ClientOp::MessageSend {
                 conversation_id: s.conversation_id,
                 client_msg_id: s.client_msg_id,
                 content: s.content,
+                via: s.via.map(|v| ViaRequest {
+                    channel: v.channel,
+                    account: v.account,
+                }),
             }
         }
         "typing" => {
@@ -486,6 +510,24 @@ mod tests {
             }
         ));
         assert_eq!(parse_frame(r#"{"op":"ping"}"#, false).unwrap().op, ClientOp::Ping);
+    }
+
+    #[test]
+    fn only_agents_pick_a_reply_channel() {
+        let send = r#"{"op":"message.send","d":{"conversation_id":"c_1","client_msg_id":"k","content":{"type":"text","text":"t"},"via":{"channel":"sms_twilio","account":"us"}}}"#;
+        match parse_frame(send, true).unwrap().op {
+            ClientOp::MessageSend { via, .. } => assert_eq!(
+                via,
+                Some(ViaRequest {
+                    channel: "sms_twilio".to_owned(),
+                    account: Some("us".to_owned()),
+                })
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_frame(send, false).unwrap_err().code(), "invalid_frame");
+        let extra = send.replace(r#""account":"us""#, r#""to":"+8613800138000""#);
+        assert_eq!(parse_frame(&extra, true).unwrap_err().code(), "invalid_frame");
     }
 
     #[test]

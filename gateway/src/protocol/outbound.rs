@@ -181,6 +181,7 @@ pub fn event_payload(
             message_id,
             client_msg_id,
             content,
+            via,
         } => {
             d.insert("type".to_owned(), json!("message.created"));
             let mut message = json!({
@@ -191,6 +192,9 @@ pub fn event_payload(
             });
             if !client_msg_id.is_empty() {
                 message["client_msg_id"] = json!(client_msg_id);
+            }
+            if let (Some(via), View::Agent) = (via, view) {
+                message["via"] = json!(via);
             }
             d.insert("message".to_owned(), message);
         }
@@ -282,6 +286,7 @@ mod tests {
                 message_id: MessageId::parse("m_1").unwrap(),
                 client_msg_id: "k".into(),
                 content: Content::Text { text: "hi".into() },
+                via: None,
             },
         };
         let text = event(event_payload(&c, &e, View::Customer, None));

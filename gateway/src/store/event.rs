@@ -25,6 +25,16 @@ pub enum Actor {
     System,
 }
 
+/// The channel and connector an agent picked for a reply, recorded with the message so the log says how it
+/// went out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Via {
+    /// The channel it went out through.
+    pub channel: Channel,
+    /// Our connector id on that channel (the configured account id).
+    pub account: String,
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -46,6 +56,10 @@ pub enum EventKind {
         client_msg_id: String,
         /// The content.
         content: Content,
+        /// The channel an agent picked for this reply (`message.send` `via`); absent when it went out through
+        /// the conversation's own channel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<Via>,
     },
     /// An internal note between agents; never shown to the customer.
     #[serde(rename = "note.created")]

@@ -473,6 +473,7 @@ mod tests {
                 message_id: MessageId::generate(),
                 client_msg_id: key.to_owned(),
                 content: Content::Text { text: "hi".into() },
+                via: None,
             },
             idempotency_key: Some(key.to_owned()),
         }

@@ -25,6 +25,7 @@ fn message(text: &str, key: Option<&str>) -> NewEvent {
             content: Content::Text {
                 text: text.to_owned(),
             },
+            via: None,
         },
         idempotency_key: key.map(str::to_owned),
     }
@@ -51,6 +52,7 @@ fn note(text: &str) -> NewEvent {
 pub async fn run(store: Arc<dyn ContextStore>) {
     numbering_is_gapless_in_both_views(&*store).await;
     idempotent_appends_return_the_original(&*store).await;
+    a_reply_keeps_the_channel_the_agent_picked(&*store).await;
     pages_respect_position_and_limit(&*store).await;
     identities_resolve_to_one_customer(&*store).await;
     conversation_records_round_trip(&*store).await;
@@ -261,6 +263,40 @@ async fn idempotent_appends_return_the_original(store: &dyn ContextStore) {
         store.append(&other, message("hello", Some("k1"))).await.unwrap(),
         Appended::New(_)
     ));
+}
+
+/// A reply sent through the channel the agent picked keeps its `via` in the log (also when a retry is
+/// answered from the original); other messages have none.
+async fn a_reply_keeps_the_channel_the_agent_picked(store: &dyn ContextStore) {
+    let c = ConversationId::generate();
+    let via = super::Via {
+        channel: omnigate_connectors::model::Channel::SmsTwilio,
+        account: "us".to_owned(),
+    };
+    let picked = |text: &str| {
+        let mut event = message(text, Some("picked"));
+        if let EventKind::Message { via: v, .. } = &mut event.kind {
+            *v = Some(via.clone());
+        }
+        event
+    };
+    store.append(&c, message("plain", Some("plain"))).await.unwrap();
+    let first = store.append(&c, picked("by sms")).await.unwrap();
+    let again = store.append(&c, picked("by sms")).await.unwrap();
+    assert!(matches!(again, Appended::Duplicate(_)));
+    assert_eq!(first.event(), again.event());
+    let vias: Vec<Option<super::Via>> = store
+        .events_after(&c, View::Agent, 0, 10)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Message { via, .. } => Some(via),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(vias, [None, Some(via)]);
 }
 
 async fn pages_respect_position_and_limit(store: &dyn ContextStore) {

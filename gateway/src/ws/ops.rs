@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId, Identity, IdentityKind};
 
 use super::session::{Gone, Role, Session};
-use crate::bus::{BusError, Participant};
+use crate::bus::{BusError, Participant, Route};
+use crate::channels::ViaRequest;
 use crate::customers::{self, IdentityChange};
 use crate::protocol::{self, parse_frame, ClientOp, FrameText};
 use crate::telemetry::metrics;
@@ -103,6 +104,26 @@ impl Session {
         }
     }
 
+    /// The route of a reply through the channel the agent picked, resolved before anything is stored.
+    async fn pick_route(&self, agent: &str, id: &ConversationId, via: &ViaRequest) -> Result<Route, Refusal> {
+        let customer = self.state.bus.customer_of(agent.to_owned(), id.clone()).await?;
+        let hub = self.state.channels.as_ref().ok_or_else(|| {
+            refuse(
+                "channel_not_configured",
+                format!(
+                    "no {} connector is configured",
+                    via.channel.chars().take(64).collect::<String>()
+                ),
+            )
+        })?;
+        let route = hub
+            .pick_route(&customer, via)
+            .await
+            .map_err(|error| refuse(error.code(), error.to_string()))?;
+        tracing::info!(conversation_id = %id, agent_id = %agent, channel = route.via.channel.as_str(), account = %route.via.account, "reply routed through the channel the agent picked");
+        Ok(route)
+    }
+
     /// `customer.link` / `customer.unlink`: allowed on a conversation the agent is offered or assigned.
     async fn change_identity(
         &mut self,
@@ -163,6 +184,7 @@ impl Session {
                 conversation_id: id,
                 client_msg_id,
                 content,
+                via,
             } => {
                 self.check_client_msg_id(&client_msg_id)?;
                 match (&content, &self.who) {
@@ -223,7 +245,11 @@ impl Session {
                     }
                     Participant::Agent(agent) => {
                         let id = id.ok_or_else(|| refuse("invalid_frame", "conversation_id is required"))?;
-                        bus.agent_message(agent.clone(), id, client_msg_id.clone(), content)
+                        let route = match via {
+                            Some(via) => Some(self.pick_route(agent, &id, &via).await?),
+                            None => None,
+                        };
+                        bus.agent_message(agent.clone(), id, client_msg_id.clone(), content, route)
                             .await?
                     }
                 };

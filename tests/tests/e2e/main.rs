@@ -13,6 +13,7 @@ mod delivery;
 mod parallel;
 mod profiles;
 mod redis;
+mod reply_via;
 mod routing;
 mod sms_uplink;
 mod store_conformance;
