@@ -121,6 +121,11 @@ pub enum ClientOp {
     },
     /// Heartbeat.
     Ping,
+    /// Agents: how many SMS parts a draft reply takes (GSM-7 or UCS-2), before sending it.
+    SmsSegments {
+        /// The draft.
+        text: String,
+    },
     /// Agents: set presence.
     PresenceSet {
         /// `available`, `away` or `offline`.
@@ -224,6 +229,12 @@ struct ViaD {
     channel: String,
     #[serde(default)]
     account: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SegmentsD {
+    text: String,
 }
 
 #[derive(Deserialize)]
@@ -389,6 +400,9 @@ pub fn parse_frame(text: &str, agent: bool) -> Result<ClientFrame, FrameError> {
                 text: n.text,
             }
         }
+        "sms.segments" => ClientOp::SmsSegments {
+            text: payload::<SegmentsD>(op, d)?.text,
+        },
         "presence.set" => {
             let p: PresenceD = payload(op, d)?;
             ClientOp::PresenceSet { state: p.state }
@@ -570,5 +584,16 @@ mod tests {
             .code(),
             "invalid_frame"
         );
+    }
+
+    #[test]
+    fn only_agents_count_sms_segments() {
+        let frame = r#"{"op":"sms.segments","ref":"s1","d":{"text":"hello"}}"#;
+        assert!(matches!(
+            parse_frame(frame, true).unwrap().op,
+            ClientOp::SmsSegments { ref text } if text == "hello"
+        ));
+        assert!(matches!(parse_frame(frame, false), Err(FrameError::UnknownOp(_))));
+        assert!(parse_frame(r#"{"op":"sms.segments","d":{}}"#, true).is_err());
     }
 }

@@ -42,6 +42,24 @@ pub fn ok(reference: Option<&str>, d: Value) -> FrameText {
     frame("ok", reference, d)
 }
 
+/// The `d` of the answer to `sms.segments`: how a draft would be split into SMS parts.
+pub fn sms_segments(text: &str) -> Value {
+    let info = omnigate_connectors::sms_segments::count(text);
+    let (encoding, per_part) = match (info.encoding, info.segments) {
+        (omnigate_connectors::sms_segments::Encoding::Gsm7, 1) => ("gsm7", 160),
+        (omnigate_connectors::sms_segments::Encoding::Gsm7, _) => ("gsm7", 153),
+        (omnigate_connectors::sms_segments::Encoding::Ucs2, 1) => ("ucs2", 70),
+        (omnigate_connectors::sms_segments::Encoding::Ucs2, _) => ("ucs2", 67),
+    };
+    serde_json::json!({
+        "encoding": encoding,
+        "segments": info.segments,
+        "units": info.units,
+        "units_per_segment": per_part,
+        "remaining_in_segment": info.remaining_in_segment,
+    })
+}
+
 /// `ready`: the answer to `hello`.
 pub fn ready(session_id: &str, heartbeat_ms: u64, resumed: bool, extra: Map<String, Value>) -> FrameText {
     let mut d = Map::new();

@@ -173,6 +173,10 @@ impl Session {
         match op {
             ClientOp::Hello { .. } => Err(refuse("invalid_frame", "already authenticated")),
             ClientOp::Ping => Ok(Some(protocol::pong(reference))),
+            ClientOp::SmsSegments { text } => {
+                self.check_text(&text)?;
+                Ok(Some(protocol::ok(reference, protocol::sms_segments(&text))))
+            }
             ClientOp::Ack {
                 conversation_id: id,
                 seq,

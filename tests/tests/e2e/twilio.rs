@@ -254,3 +254,55 @@ async fn a_send_that_timed_out_is_not_sent_twice_and_the_agent_is_told() {
     assert_eq!(fake.attempts().await, 1);
     assert_eq!(fake.sent().await.len(), 1);
 }
+
+#[tokio::test]
+async fn an_agent_sees_how_many_sms_parts_a_draft_takes_before_sending_it() {
+    let gateway = TestGateway::spawn().await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let short = lin
+        .request(
+            "sms.segments",
+            serde_json::json!({"text": "Your card is on its way."}),
+        )
+        .await;
+    assert_eq!(
+        (short["encoding"].as_str(), short["segments"].as_u64()),
+        (Some("gsm7"), Some(1))
+    );
+    assert_eq!(short["remaining_in_segment"], 160 - 24);
+    // 161 GSM-7 characters need two parts of 153.
+    let long = lin
+        .request("sms.segments", serde_json::json!({"text": "a".repeat(161)}))
+        .await;
+    assert_eq!(
+        (long["segments"].as_u64(), long["units_per_segment"].as_u64()),
+        (Some(2), Some(153))
+    );
+    // One Chinese character switches the whole text to UCS-2 (70 per part, 67 when split).
+    let chinese = lin
+        .request(
+            "sms.segments",
+            serde_json::json!({"text": format!("您好{}", "a".repeat(70))}),
+        )
+        .await;
+    assert_eq!(
+        (
+            chinese["encoding"].as_str(),
+            chinese["segments"].as_u64(),
+            chinese["units"].as_u64()
+        ),
+        (Some("ucs2"), Some(2), Some(72))
+    );
+    // An empty draft is refused like an empty message, and the socket stays usable.
+    let reference = lin
+        .ws
+        .send_op("sms.segments", serde_json::json!({"text": " "}))
+        .await;
+    let refused = lin.ws.recv_until(|f| f["ref"] == reference.as_str()).await;
+    assert_eq!(refused["op"], "error", "{refused}");
+    assert_eq!(refused["d"]["code"], "invalid_frame");
+    let again = lin
+        .request("sms.segments", serde_json::json!({"text": "ok"}))
+        .await;
+    assert_eq!(again["segments"], 1);
+}
