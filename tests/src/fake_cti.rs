@@ -51,12 +51,7 @@ impl FakeCtiReceiver {
         let app = Router::new()
             .route("/connect", post(connect))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake cti");
-        let addr = listener.local_addr().expect("addr");
-        #[allow(clippy::disallowed_methods)] // a test server, not a gateway task
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::http::serve_fake(app, "fake cti").await;
         FakeCtiReceiver { addr, state }
     }
 

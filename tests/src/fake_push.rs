@@ -50,12 +50,7 @@ impl FakePush {
         let app = Router::new()
             .route("/push", post(receive))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake push");
-        let addr = listener.local_addr().expect("addr");
-        #[allow(clippy::disallowed_methods)] // a test server, not a gateway task
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::http::serve_fake(app, "fake push").await;
         FakePush { addr, state }
     }
 

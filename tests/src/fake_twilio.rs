@@ -61,13 +61,24 @@ impl FakeTwilio {
             .route("/2010-04-01/Accounts/{sid}/Messages.json", post(messages))
             .fallback(unknown)
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake twilio");
-        let addr = listener.local_addr().expect("addr");
-        #[allow(clippy::disallowed_methods)] // a test server, not a gateway task
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::http::serve_fake(app, "fake twilio").await;
         FakeTwilio { addr, state }
+    }
+
+    /// The gateway's `[[channels.twilio]]` entry `us` for this fake: the test account, token and number.
+    pub fn account(&self) -> omnigate_config::TwilioAccount {
+        omnigate_config::TwilioAccount {
+            id: "us".to_owned(),
+            account_sid: TWILIO_ACCOUNT_SID.to_owned(),
+            auth_token: omnigate_config::SecretString::from(TWILIO_AUTH_TOKEN.to_owned()),
+            secondary_auth_token: None,
+            from: TWILIO_NUMBER.to_owned(),
+            messaging_service_sid: String::new(),
+            queue: String::new(),
+            api_base_url: self.base_url(),
+            max_body_bytes: 64 * 1024,
+            rate_per_second: 100,
+        }
     }
 
     /// The `api_base_url` to configure.

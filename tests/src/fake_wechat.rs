@@ -89,12 +89,7 @@ impl FakeWechat {
             .route("/cgi-bin/media/upload", post(media_upload))
             .fallback(unknown)
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake wechat");
-        let addr = listener.local_addr().expect("addr");
-        #[allow(clippy::disallowed_methods)] // a test server, not a gateway task
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::http::serve_fake(app, "fake wechat").await;
         FakeWechat { addr, state }
     }
 

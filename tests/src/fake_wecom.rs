@@ -75,12 +75,7 @@ impl FakeWecom {
             .route("/cgi-bin/kf/send_msg", post(send_msg))
             .route("/cgi-bin/media/upload", post(media_upload))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake wecom");
-        let addr = listener.local_addr().expect("addr");
-        #[allow(clippy::disallowed_methods)] // a test server, not a gateway task
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::http::serve_fake(app, "fake wecom").await;
         FakeWecom { addr, state }
     }
 

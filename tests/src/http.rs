@@ -94,3 +94,18 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// Serves `app` on a free loopback port for the rest of the test process (a fake provider) and returns the
+/// address.
+///
+/// # Panics
+/// When no loopback port can be bound.
+pub(crate) async fn serve_fake(app: axum::Router, what: &str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind {what}: {e}"));
+    let addr = listener.local_addr().expect("local addr");
+    #[allow(clippy::disallowed_methods)] // a test server, not a gateway task
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}

@@ -50,8 +50,8 @@ pub use gateway::{agents, test_config, TestGateway};
 pub use http::{http_request, HttpResponse};
 pub use redis::RedisServer;
 pub use wechat_client::{
-    image_xml, push as wechat_push, signed_push, text_xml, Mode, WECHAT_AES_KEY, WECHAT_APPID,
-    WECHAT_ORIGINAL_ID, WECHAT_SECRET, WECHAT_TOKEN,
+    image_xml, push as wechat_push, signed_push, text_xml, wechat_account, Mode, WECHAT_AES_KEY,
+    WECHAT_APPID, WECHAT_ORIGINAL_ID, WECHAT_SECRET, WECHAT_TOKEN,
 };
 
 /// Waits until `$cond` holds, polling every 10 ms, failing after 10 s. Never a fixed sleep.

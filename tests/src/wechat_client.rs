@@ -83,3 +83,23 @@ pub async fn push(gateway: &TestGateway, account: &str, xml: &str, mode: Mode, o
     )
     .await
 }
+
+/// The gateway's `[[channels.wechat]]` entry `main` for `fake` (started with [`WECHAT_APPID`] and
+/// [`WECHAT_SECRET`]): safe mode with the vectors' token and key, a quota of 5 per 48 h window.
+pub fn wechat_account(fake: &crate::FakeWechat) -> omnigate_config::WechatAccount {
+    use omnigate_config::SecretString;
+    omnigate_config::WechatAccount {
+        id: "main".to_owned(),
+        appid: WECHAT_APPID.to_owned(),
+        app_secret: SecretString::from(WECHAT_SECRET.to_owned()),
+        token: SecretString::from(WECHAT_TOKEN.to_owned()),
+        encoding_aes_keys: vec![SecretString::from(WECHAT_AES_KEY.to_owned())],
+        original_id: WECHAT_ORIGINAL_ID.to_owned(),
+        queue: String::new(),
+        api_base_url: fake.base_url(),
+        message_quota: 5,
+        message_window_secs: 48 * 3600,
+        max_body_bytes: 64 * 1024,
+        rate_per_second: 100,
+    }
+}

@@ -4,12 +4,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use omnigate_config::{SecretString, WechatAccount};
 use omnigate_tests::RedisServer;
 use omnigate_tests::{
-    cti_event, http_request, post_cti_event, text_xml, wechat_push, Agent, Customer, FakeCtiReceiver,
-    FakeWechat, HttpResponse, Mode, TestGateway, CTI_SECRET, WECHAT_AES_KEY, WECHAT_APPID,
-    WECHAT_ORIGINAL_ID, WECHAT_SECRET, WECHAT_TOKEN,
+    cti_event, http_request, post_cti_event, text_xml, wechat_account, wechat_push, Agent, Customer,
+    FakeCtiReceiver, FakeWechat, HttpResponse, Mode, TestGateway, CTI_SECRET, WECHAT_APPID, WECHAT_SECRET,
 };
 use serde_json::{json, Value};
 
@@ -314,23 +312,6 @@ async fn a_call_during_a_chat_is_linked_offered_to_the_chat_agent_and_erasure_re
         !audit.body.contains("swallowed"),
         "the audit never holds erased content"
     );
-}
-
-fn wechat_account(fake: &FakeWechat) -> WechatAccount {
-    WechatAccount {
-        id: "main".to_owned(),
-        appid: WECHAT_APPID.to_owned(),
-        app_secret: SecretString::from(WECHAT_SECRET.to_owned()),
-        token: SecretString::from(WECHAT_TOKEN.to_owned()),
-        encoding_aes_keys: vec![SecretString::from(WECHAT_AES_KEY.to_owned())],
-        original_id: WECHAT_ORIGINAL_ID.to_owned(),
-        queue: String::new(),
-        api_base_url: fake.base_url(),
-        message_quota: 5,
-        message_window_secs: 48 * 3600,
-        max_body_bytes: 64 * 1024,
-        rate_per_second: 100,
-    }
 }
 
 fn with_union_id(xml: &str, union_id: &str) -> String {

@@ -2,7 +2,7 @@
 //! uplink customer answered by SMS through Twilio, app and web customers answered on their linked phone,
 //! refusals that store nothing, and a retried send that goes out once.
 
-use omnigate_config::{Config, SecretString, SmsProvider, SmsUplink, TwilioAccount};
+use omnigate_config::{Config, SecretString, SmsProvider, SmsUplink};
 use omnigate_tests::{
     app_config, app_session, http_request, identity_claims, identity_token_hs256, twilio_webhook, Agent,
     Customer, FakeTwilio, TestGateway, APP_ID, APP_KEY, BANK_SECRET, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
@@ -13,18 +13,7 @@ use serde_json::{json, Value};
 const TOKEN: &str = "uplink-token-0123456789abcdef";
 
 async fn gateway(fake: &FakeTwilio, change: impl FnOnce(&mut Config)) -> TestGateway {
-    let account = TwilioAccount {
-        id: "us".to_owned(),
-        account_sid: TWILIO_ACCOUNT_SID.to_owned(),
-        auth_token: SecretString::from(TWILIO_AUTH_TOKEN.to_owned()),
-        secondary_auth_token: None,
-        from: TWILIO_NUMBER.to_owned(),
-        messaging_service_sid: String::new(),
-        queue: String::new(),
-        api_base_url: fake.base_url(),
-        max_body_bytes: 64 * 1024,
-        rate_per_second: 100,
-    };
+    let account = fake.account();
     let gateway = TestGateway::spawn_with(move |config| {
         config.channels.twilio.push(account);
         config.channels.sms_uplinks = vec![SmsUplink {
@@ -426,27 +415,13 @@ async fn a_picked_route_kept_in_the_outbox_is_resumed_the_same_way_after_a_resta
 #[tokio::test]
 async fn a_web_visitor_linked_to_a_wechat_openid_is_answered_through_the_official_account() {
     use omnigate_tests::{
-        text_xml, wechat_push, FakeWechat, Mode, WECHAT_AES_KEY, WECHAT_APPID, WECHAT_ORIGINAL_ID,
-        WECHAT_SECRET, WECHAT_TOKEN,
+        text_xml, wechat_account, wechat_push, FakeWechat, Mode, WECHAT_APPID, WECHAT_SECRET,
     };
 
     const OPENID: &str = "oGw_user_openid_000000000042";
     let twilio = FakeTwilio::start().await;
     let wechat = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
-    let account = omnigate_config::WechatAccount {
-        id: "main".to_owned(),
-        appid: WECHAT_APPID.to_owned(),
-        app_secret: SecretString::from(WECHAT_SECRET.to_owned()),
-        token: SecretString::from(WECHAT_TOKEN.to_owned()),
-        encoding_aes_keys: vec![SecretString::from(WECHAT_AES_KEY.to_owned())],
-        original_id: WECHAT_ORIGINAL_ID.to_owned(),
-        queue: String::new(),
-        api_base_url: wechat.base_url(),
-        message_quota: 5,
-        message_window_secs: 48 * 3600,
-        max_body_bytes: 64 * 1024,
-        rate_per_second: 100,
-    };
+    let account = wechat_account(&wechat);
     let gateway = gateway(&twilio, move |config| config.channels.wechat.push(account)).await;
     let mut lin = Agent::online(&gateway, "lin").await;
 

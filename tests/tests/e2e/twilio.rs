@@ -1,7 +1,7 @@
 //! Twilio SMS end to end: signed inbound webhooks (a retry makes one message), replies through the fake
 //! Messages API checking auth and fields, segment counts, status callbacks and dead letters (issue 4).
 
-use omnigate_config::{Config, SecretString, TwilioAccount};
+use omnigate_config::Config;
 use omnigate_tests::{
     http_request, twilio_webhook, Agent, FakeTwilio, TestGateway, TwilioScript, TWILIO_ACCOUNT_SID,
     TWILIO_AUTH_TOKEN, TWILIO_NUMBER,
@@ -11,18 +11,7 @@ use serde_json::Value;
 const CUSTOMER: &str = "+8613800138000";
 
 async fn gateway(fake: &FakeTwilio, change: impl FnOnce(&mut Config)) -> TestGateway {
-    let account = TwilioAccount {
-        id: "us".to_owned(),
-        account_sid: TWILIO_ACCOUNT_SID.to_owned(),
-        auth_token: SecretString::from(TWILIO_AUTH_TOKEN.to_owned()),
-        secondary_auth_token: None,
-        from: TWILIO_NUMBER.to_owned(),
-        messaging_service_sid: String::new(),
-        queue: String::new(),
-        api_base_url: fake.base_url(),
-        max_body_bytes: 64 * 1024,
-        rate_per_second: 100,
-    };
+    let account = fake.account();
     let gateway = TestGateway::spawn_with(move |config| {
         config.channels.twilio.push(account);
         config.channels.outbox.retry_base_ms = 20;

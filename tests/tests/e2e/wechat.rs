@@ -3,11 +3,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use omnigate_config::{Config, SecretString, WechatAccount};
+use omnigate_config::Config;
 use omnigate_connectors::wechat::signature;
 use omnigate_tests::{
-    http_request, image_xml, signed_push, text_xml, wechat_push, Agent, FakeWechat, Mode, SendScript,
-    TestGateway, FAKE_JPEG, WECHAT_AES_KEY, WECHAT_APPID, WECHAT_ORIGINAL_ID, WECHAT_SECRET, WECHAT_TOKEN,
+    http_request, image_xml, signed_push, text_xml, wechat_account, wechat_push, Agent, FakeWechat, Mode,
+    SendScript, TestGateway, FAKE_JPEG, WECHAT_APPID, WECHAT_ORIGINAL_ID, WECHAT_SECRET, WECHAT_TOKEN,
 };
 use serde_json::Value;
 
@@ -17,25 +17,8 @@ fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-fn account(fake: &FakeWechat) -> WechatAccount {
-    WechatAccount {
-        id: "main".to_owned(),
-        appid: WECHAT_APPID.to_owned(),
-        app_secret: SecretString::from(WECHAT_SECRET.to_owned()),
-        token: SecretString::from(WECHAT_TOKEN.to_owned()),
-        encoding_aes_keys: vec![SecretString::from(WECHAT_AES_KEY.to_owned())],
-        original_id: WECHAT_ORIGINAL_ID.to_owned(),
-        queue: String::new(),
-        api_base_url: fake.base_url(),
-        message_quota: 5,
-        message_window_secs: 48 * 3600,
-        max_body_bytes: 64 * 1024,
-        rate_per_second: 100,
-    }
-}
-
 async fn gateway(fake: &FakeWechat, change: impl FnOnce(&mut Config)) -> TestGateway {
-    let account = account(fake);
+    let account = wechat_account(fake);
     TestGateway::spawn_with(move |config| {
         config.channels.wechat.push(account);
         config.channels.outbox.retry_base_ms = 20;
@@ -424,7 +407,7 @@ async fn an_outbox_job_retrying_against_a_failing_provider_survives_a_restart_an
     let prefix = TestGateway::fresh_prefix();
     let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
     let spawn = |retry_base_ms: u64| {
-        let account = account(&fake);
+        let account = wechat_account(&fake);
         TestGateway::spawn_with_redis_prefix(&redis, &prefix, move |config| {
             config.channels.wechat.push(account);
             config.channels.outbox.retry_base_ms = retry_base_ms;
