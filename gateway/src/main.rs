@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use omnigate_gateway::cli::{Cli, Command};
 use omnigate_gateway::{mint_agent_tokens, shutdown, telemetry, Gateway};
 
+/// mimalloc rather than the system allocator: a relayed message allocates a few dozen short-lived buffers
+/// (frames, events, ids), and glibc's malloc spent about 12% of the gateway's CPU on them
+/// (`docs/performance.md`, profile notes).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run().await {

@@ -513,7 +513,7 @@ impl BusActor {
         };
         if let Some(agent) = conv.record.agent.as_deref().filter(|a| conv.assigned_to(a)) {
             if let Some(entry) = self.agents.get(agent).filter(|e| !e.conns.is_empty()) {
-                let frame = protocol::event(protocol::event_payload(id, event, View::Agent, None));
+                let frame = protocol::event_frame(id, event, View::Agent, None);
                 for c in &entry.conns {
                     c.push(Outbound::Event {
                         conversation: id.clone(),
@@ -536,7 +536,7 @@ impl BusActor {
             _ => None,
         };
         if let Some(entry) = self.customers.get(&customer) {
-            let frame = protocol::event(protocol::event_payload(id, event, View::Customer, read_position));
+            let frame = protocol::event_frame(id, event, View::Customer, read_position);
             for c in &entry.conns {
                 c.push(Outbound::Event {
                     conversation: id.clone(),

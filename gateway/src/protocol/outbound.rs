@@ -1,24 +1,39 @@
 //! Server frames. Every builder returns the JSON text, serialized once and shared by every recipient.
 
-use omnigate_connectors::model::ConversationId;
+use omnigate_connectors::model::{Content, ConversationId, CustomerId, MessageId};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::clock::rfc3339;
-use crate::store::{Actor, EventKind, StoredEvent, View};
+use crate::store::{Actor, EventKind, StoredEvent, Via, View};
 
 /// A serialized frame, cheap to clone for fan-out.
 pub type FrameText = axum::extract::ws::Utf8Bytes;
 
+/// The envelope of every server frame: `{"op", "ref"?, "d"?}`.
+#[derive(Serialize)]
+struct Envelope<'a, D: Serialize> {
+    op: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    d: Option<D>,
+}
+
+/// Serializes a frame straight into its text, without building a `Value` for the envelope.
+fn write_frame<D: Serialize>(op: &str, reference: Option<&str>, d: Option<D>) -> FrameText {
+    let mut out = Vec::with_capacity(256);
+    let envelope = Envelope { op, reference, d };
+    if serde_json::to_writer(&mut out, &envelope).is_err() {
+        // Only a `Serialize` impl that fails could get here; ours do not.
+        return r#"{"op":"error","d":{"code":"internal","message":"frame not serializable"}}"#.into();
+    }
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_default().into()
+}
+
 fn frame(op: &str, reference: Option<&str>, d: Value) -> FrameText {
-    let mut object = Map::new();
-    object.insert("op".to_owned(), Value::from(op));
-    if let Some(reference) = reference {
-        object.insert("ref".to_owned(), Value::from(reference));
-    }
-    if !d.is_null() {
-        object.insert("d".to_owned(), d);
-    }
-    Value::Object(object).to_string().into()
+    write_frame(op, reference, (!d.is_null()).then_some(&d))
 }
 
 /// `error`: a refused frame; the connection stays open.
@@ -79,15 +94,23 @@ pub fn message_ack(
     seq: u64,
     at_ms: u64,
 ) -> FrameText {
-    frame(
+    #[derive(Serialize)]
+    struct Ack<'a> {
+        conversation_id: &'a ConversationId,
+        client_msg_id: &'a str,
+        message_id: &'a str,
+        seq: u64,
+        created_at: String,
+    }
+    write_frame(
         "message.ack",
         reference,
-        json!({
-            "conversation_id": conversation,
-            "client_msg_id": client_msg_id,
-            "message_id": message_id,
-            "seq": seq,
-            "created_at": rfc3339(at_ms),
+        Some(Ack {
+            conversation_id: conversation,
+            client_msg_id,
+            message_id,
+            seq,
+            created_at: rfc3339(at_ms),
         }),
     )
 }
@@ -206,7 +229,7 @@ pub fn event_payload(
                 "id": message_id,
                 "sender": actor(&event.actor, view),
                 "content": content,
-                "created_at": rfc3339(event.at_ms),
+                "created_at": d["at"],
             });
             if !client_msg_id.is_empty() {
                 message["client_msg_id"] = json!(client_msg_id);
@@ -248,14 +271,101 @@ pub fn event(payload: Value) -> FrameText {
     frame("event", None, payload)
 }
 
-fn actor(actor: &Actor, view: View) -> Value {
-    match (actor, view) {
-        (Actor::Customer { id }, View::Agent) => json!({"type": "customer", "id": id}),
-        (Actor::Customer { .. }, View::Customer) => json!({"type": "customer"}),
-        (Actor::Agent { id, name }, View::Agent) => json!({"type": "agent", "id": id, "name": name}),
-        (Actor::Agent { name, .. }, View::Customer) => json!({"type": "agent", "name": name}),
-        (Actor::System, _) => json!({"type": "system"}),
+/// The `event` frame of a stored event for one view: the same JSON as `event(event_payload(..))`, but a
+/// message (the event of every relayed message) is serialized straight from the stored event, without a
+/// `Value` tree.
+pub fn event_frame(
+    conversation: &ConversationId,
+    event: &StoredEvent,
+    view: View,
+    read_position: Option<u64>,
+) -> FrameText {
+    let EventKind::Message {
+        message_id,
+        client_msg_id,
+        content,
+        via,
+    } = &event.kind
+    else {
+        return self::event(event_payload(conversation, event, view, read_position));
+    };
+    #[derive(Serialize)]
+    struct MessageCreated<'a> {
+        conversation_id: &'a ConversationId,
+        seq: u64,
+        at: &'a str,
+        actor: ActorView<'a>,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        message: MessageView<'a>,
     }
+    #[derive(Serialize)]
+    struct MessageView<'a> {
+        id: &'a MessageId,
+        sender: ActorView<'a>,
+        content: &'a Content,
+        created_at: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        via: Option<&'a Via>,
+    }
+    let at = rfc3339(event.at_ms);
+    let d = MessageCreated {
+        conversation_id: conversation,
+        seq: match view {
+            View::Agent => event.seq,
+            View::Customer => event.customer_seq.unwrap_or(0),
+        },
+        at: &at,
+        actor: ActorView::new(&event.actor, view),
+        kind: "message.created",
+        message: MessageView {
+            id: message_id,
+            sender: ActorView::new(&event.actor, view),
+            content,
+            created_at: &at,
+            client_msg_id: (!client_msg_id.is_empty()).then_some(client_msg_id.as_str()),
+            via: via.as_ref().filter(|_| view == View::Agent),
+        },
+    };
+    write_frame("event", None, Some(d))
+}
+
+/// An event's actor as one view sees it (the customer's view hides ids).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ActorView<'a> {
+    Customer {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a CustomerId>,
+    },
+    Agent {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        name: &'a str,
+    },
+    System,
+}
+
+impl<'a> ActorView<'a> {
+    fn new(actor: &'a Actor, view: View) -> ActorView<'a> {
+        let agent_view = view == View::Agent;
+        match actor {
+            Actor::Customer { id } => ActorView::Customer {
+                id: agent_view.then_some(id),
+            },
+            Actor::Agent { id, name } => ActorView::Agent {
+                id: agent_view.then_some(id.as_str()),
+                name,
+            },
+            Actor::System => ActorView::System,
+        }
+    }
+}
+
+fn actor(actor: &Actor, view: View) -> Value {
+    serde_json::to_value(ActorView::new(actor, view)).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -263,6 +373,79 @@ mod tests {
     use omnigate_connectors::model::{Content, CustomerId, MessageId};
 
     use super::*;
+
+    fn message(actor: Actor, client_msg_id: &str, via: Option<Via>) -> StoredEvent {
+        StoredEvent {
+            seq: 12,
+            customer_seq: Some(7),
+            at_ms: 1_700_000_000_042,
+            actor,
+            kind: EventKind::Message {
+                message_id: MessageId::generate(),
+                client_msg_id: client_msg_id.into(),
+                content: Content::Text {
+                    text: "你好 \"quoted\"\n".into(),
+                },
+                via,
+            },
+        }
+    }
+
+    #[test]
+    fn a_message_event_frame_is_the_same_json_as_its_payload_in_an_envelope() {
+        let c = ConversationId::parse("c_1").unwrap();
+        let via = Via {
+            channel: omnigate_connectors::model::Channel::SmsTwilio,
+            account: "main".into(),
+        };
+        let events = [
+            message(
+                Actor::Customer {
+                    id: CustomerId::parse("cu_9").unwrap(),
+                },
+                "m-1",
+                None,
+            ),
+            message(
+                Actor::Agent {
+                    id: "lin".into(),
+                    name: "Lin".into(),
+                },
+                "",
+                Some(via),
+            ),
+            message(Actor::System, "m-2", None),
+        ];
+        for event in &events {
+            for view in [View::Agent, View::Customer] {
+                let direct: Value = serde_json::from_str(&event_frame(&c, event, view, None)).unwrap();
+                let through_value: Value =
+                    serde_json::from_str(&self::event(event_payload(&c, event, view, None))).unwrap();
+                assert_eq!(direct, through_value, "{view:?}");
+                assert_eq!(direct["d"]["message"]["created_at"], "2023-11-14T22:13:20.042Z");
+            }
+        }
+        let agent: Value = serde_json::from_str(&event_frame(&c, &events[1], View::Agent, None)).unwrap();
+        assert_eq!(agent["d"]["message"]["via"]["account"], "main");
+        let customer: Value =
+            serde_json::from_str(&event_frame(&c, &events[1], View::Customer, None)).unwrap();
+        assert!(customer["d"]["message"].get("via").is_none());
+        assert!(customer["d"]["actor"].get("id").is_none());
+        assert!(customer["d"]["message"].get("client_msg_id").is_none());
+    }
+
+    #[test]
+    fn frames_keep_their_envelope() {
+        let c = ConversationId::parse("c_1").unwrap();
+        let ack: Value = serde_json::from_str(&message_ack(Some("r1"), &c, "m-1", "msg_1", 3, 0)).unwrap();
+        assert_eq!(
+            ack,
+            json!({"op": "message.ack", "ref": "r1", "d": {"conversation_id": "c_1", "client_msg_id": "m-1",
+                "message_id": "msg_1", "seq": 3, "created_at": "1970-01-01T00:00:00.000Z"}})
+        );
+        let pong: Value = serde_json::from_str(&pong(None)).unwrap();
+        assert_eq!(pong, json!({"op": "pong"}));
+    }
 
     #[test]
     fn customer_view_hides_agent_internals() {

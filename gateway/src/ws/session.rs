@@ -458,13 +458,8 @@ impl Session {
                 View::Agent => event.seq,
                 View::Customer => event.customer_seq.unwrap_or(0),
             };
-            self.send(protocol::event(protocol::event_payload(
-                conversation,
-                &event,
-                view,
-                read_position,
-            )))
-            .await?;
+            self.send(protocol::event_frame(conversation, &event, view, read_position))
+                .await?;
             self.cursors.insert(conversation.clone(), seq);
         }
         metrics::events_replayed(count);
