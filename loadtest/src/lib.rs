@@ -24,6 +24,7 @@ pub mod hooks;
 pub mod http;
 pub mod keepalive;
 pub mod proto;
+pub mod redis;
 pub mod report;
 pub mod rng;
 pub mod run;

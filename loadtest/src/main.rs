@@ -12,7 +12,7 @@ use omnigate_loadtest::{echo, report};
 
 const USAGE: &str = "usage: omnigate-loadtest COMMAND
   run SCENARIO [--target gateway|echo|node|axum-json] [--out DIR] [--server-cpu N] [--threads N]
-               [--gateway-bin PATH] [--base-config PATH] [--duration SECS]
+               [--redis-cpu N] [--gateway-bin PATH] [--base-config PATH] [--duration SECS]
                      run one scenario; exit 1 when a correctness rule is broken
   echo-baseline SCENARIO [options of run]
                      the same scenario against the bare echo server
@@ -93,6 +93,7 @@ fn run_command(scenario: &Path, mut target: Target, args: &[String]) -> anyhow::
         base_config: crate_dir().join("gateway.toml"),
         out_dir: PathBuf::new(),
         server_cpu: None,
+        redis_cpu: None,
         duration_secs: None,
         threads: std::thread::available_parallelism().map_or(1, usize::from),
     };
@@ -116,6 +117,7 @@ fn run_command(scenario: &Path, mut target: Target, args: &[String]) -> anyhow::
             }
             "--out" => out = Some(PathBuf::from(value()?)),
             "--server-cpu" => options.server_cpu = Some(value()?.parse()?),
+            "--redis-cpu" => options.redis_cpu = Some(value()?.parse()?),
             "--threads" => options.threads = value()?.parse()?,
             "--gateway-bin" => options.gateway_bin = PathBuf::from(value()?),
             "--base-config" => options.base_config = PathBuf::from(value()?),

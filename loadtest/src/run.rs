@@ -12,8 +12,9 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, Duration};
 
 use crate::clients::{self, Ctx, Phases};
+use crate::redis::RedisServer;
 use crate::report::{RunResult, ServerSummary};
-use crate::scenario::{LoadKind, Mode, Scenario};
+use crate::scenario::{LoadKind, Mode, Scenario, StoreKind};
 use crate::server::{self, ProcSample, Server, Target};
 use crate::tally::{now_us, Tally};
 
@@ -35,6 +36,9 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     /// Pin the server to this CPU (`taskset -c`).
     pub server_cpu: Option<usize>,
+    /// Pin the run's `redis-server` (scenarios with `store = "redis"`) to this CPU; by default it goes with
+    /// the server.
+    pub redis_cpu: Option<usize>,
     /// Loader runtime worker threads.
     pub threads: usize,
     /// Measure this many seconds instead of the scenario's `duration_secs` (the result says so).
@@ -77,10 +81,26 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         Some(listener) => Some(format!("http://{}", listener.local_addr()?)),
         None => None,
     };
+    // Started before the gateway and stopped after it, so the gateway never sees its store go away.
+    let redis = if scenario.store == StoreKind::Redis && options.target == Target::Gateway {
+        Some(RedisServer::start(
+            options.redis_cpu.or(options.server_cpu),
+            &options.out_dir.join("redis.log"),
+        )?)
+    } else {
+        None
+    };
+    let redis_url = redis.as_ref().map(RedisServer::url);
     let server = match options.target {
         Target::Gateway => {
             let config = options.out_dir.join("gateway.toml");
-            server::write_gateway_config(&options.base_config, &scenario, sink_url.as_deref(), &config)?;
+            server::write_gateway_config(
+                &options.base_config,
+                &scenario,
+                sink_url.as_deref(),
+                redis_url.as_deref(),
+                &config,
+            )?;
             Server::start_gateway(&options.gateway_bin, &config, options.server_cpu, &log)?
         }
         Target::Echo => Server::start_echo(options.server_cpu, &log)?,
@@ -106,6 +126,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     drop(runtime);
     let stopping = tokio::time::Instant::now();
     let clean_exit = server.stop()?;
+    drop(redis);
     eprintln!(
         "omnigate-loadtest: server stopped in {:.1} s",
         stopping.elapsed().as_secs_f64()

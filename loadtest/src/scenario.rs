@@ -151,6 +151,21 @@ pub struct Scenario {
     /// Webhook mix (webhooks).
     #[serde(default)]
     pub webhooks: Webhooks,
+    /// The gateway's context store: `memory` (embedded, the default) or `redis` (a `redis-server` of the run's
+    /// own, started on a free loopback port and pinned with the gateway).
+    #[serde(default)]
+    pub store: StoreKind,
+}
+
+/// Which context store the gateway runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// The embedded store.
+    #[default]
+    Memory,
+    /// A `redis-server` started for the run.
+    Redis,
 }
 
 fn default_capacity() -> u32 {

@@ -4,17 +4,21 @@
 use std::path::Path;
 
 use omnigate_loadtest::report::replace_sections;
-use omnigate_loadtest::scenario::Scenario;
+use omnigate_loadtest::scenario::{Scenario, StoreKind};
 use omnigate_loadtest::server::sample;
 
 #[test]
 fn committed_scenarios_parse_and_pass_their_checks() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut names = Vec::new();
+    let mut on_redis = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            if scenario.store == StoreKind::Redis {
+                on_redis.push(scenario.name.clone());
+            }
             names.push(scenario.name);
         }
     }
@@ -26,6 +30,7 @@ fn committed_scenarios_parse_and_pass_their_checks() {
             "churn",
             "idle-10k",
             "relay-5k",
+            "relay-5k-redis",
             "relay-throughput",
             "smoke",
             "smoke-webhooks",
@@ -33,6 +38,7 @@ fn committed_scenarios_parse_and_pass_their_checks() {
             "webhooks-throughput"
         ]
     );
+    assert_eq!(on_redis, ["relay-5k-redis"]);
 }
 
 #[test]
