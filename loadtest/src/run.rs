@@ -194,11 +194,11 @@ pub(crate) async fn start_agents(
     setup_limit: Duration,
 ) -> JoinSet<Tally> {
     let mut agents = JoinSet::new();
-    let count = tokens.len();
+    let want = ctx.ready.load(Ordering::Relaxed) + tokens.len();
     for (i, token) in tokens.into_iter().enumerate() {
         agents.spawn(clients::agent(Arc::clone(ctx), i, token));
     }
-    if !wait_ready(ctx, count, setup_limit).await {
+    if !wait_ready(ctx, want, setup_limit).await {
         eprintln!("omnigate-loadtest: not every agent became ready");
     }
     agents

@@ -57,10 +57,11 @@ impl WebhookRun<'_> {
             background.spawn(sink::serve_sink(listener, Arc::clone(&counts), sink_stopped));
         }
         let mut total = Tally::default();
-        let mut agents = if gateway {
-            start_agents(&ctx, tokens, setup_limit).await
+        let late_agents = gateway && scenario.webhooks.agents_after_window;
+        let (mut agents, mut tokens) = if gateway && !late_agents {
+            (start_agents(&ctx, tokens, setup_limit).await, Vec::new())
         } else {
-            JoinSet::new()
+            (JoinSet::new(), tokens)
         };
         let mix = Arc::new(scenario.webhooks.clone());
         let mut senders = JoinSet::new();
@@ -72,7 +73,12 @@ impl WebhookRun<'_> {
             };
             senders.spawn(senders::sender(Arc::clone(&ctx), Arc::clone(&mix), provider, i));
         }
-        let want = scenario.customers + if gateway { scenario.agents } else { 0 };
+        let want = scenario.customers
+            + if gateway && !late_agents {
+                scenario.agents
+            } else {
+                0
+            };
         wait_clients(&ctx, want, setup_limit).await;
         let phases = timeline(scenario);
         let (at_start, at_stop) = measure_window(&phases_tx, phases, server).await?;
@@ -82,6 +88,10 @@ impl WebhookRun<'_> {
             Duration::from_secs_f64(scenario.drain_secs + 15.0),
         )
         .await;
+        if late_agents {
+            // Ingest measured; now the agents log in and take the queued conversations with their backlog.
+            agents = start_agents(&ctx, std::mem::take(&mut tokens), setup_limit).await;
+        }
         if gateway {
             // Every webhook answered 2xx must reach an agent; wait for the stragglers up to the drain limit.
             while ctx.received_total.load(Ordering::Relaxed) < total.sent && now_us() < phases.drain_until_us

@@ -91,6 +91,11 @@ pub struct Webhooks {
     /// gateway must store it once.
     #[serde(default)]
     pub retry_every: u32,
+    /// Agents log in only after the measured window (then accept every conversation and check it from the
+    /// log): the window measures ingest alone (verify, decrypt, dedupe, store, enqueue), with no websocket
+    /// delivery in it.
+    #[serde(default)]
+    pub agents_after_window: bool,
 }
 
 fn one() -> u32 {
@@ -103,6 +108,7 @@ impl Default for Webhooks {
             wechat: 1,
             twilio: 1,
             cti: 1,
+            agents_after_window: false,
             retry_every: 0,
         }
     }

@@ -202,6 +202,7 @@ mod tests {
             twilio: 1,
             cti: 1,
             retry_every: 0,
+            agents_after_window: false,
         };
         let dealt: Vec<Provider> = (0..8).map(|i| provider_of(&mix, i)).collect();
         assert_eq!(

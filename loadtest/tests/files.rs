@@ -35,6 +35,7 @@ fn committed_scenarios_parse_and_pass_their_checks() {
             "smoke",
             "smoke-webhooks",
             "webhooks",
+            "webhooks-ingest",
             "webhooks-throughput"
         ]
     );
