@@ -94,8 +94,9 @@ pub struct ConnectionHandle {
     pub id: u64,
     /// The session this connection serves.
     pub session_id: String,
-    /// The connection's bounded queue.
-    pub tx: mpsc::Sender<Outbound>,
+    /// The connection's bounded queue. Items are boxed: tokio allocates a channel's first block of 32 slots
+    /// up front, and 32 boxes (256 bytes) cost an idle connection about 1.8 KB less than 32 inline items.
+    pub tx: mpsc::Sender<Box<Outbound>>,
     /// Cancelled when the connection must close because its queue overflowed.
     pub overflow: CancellationToken,
 }
@@ -104,7 +105,7 @@ impl ConnectionHandle {
     /// Queues an item; a full queue marks the connection as lagging so it closes and resumes.
     /// Returns `false` when the connection is gone.
     pub fn push(&self, item: Outbound) -> bool {
-        match self.tx.try_send(item) {
+        match self.tx.try_send(Box::new(item)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.overflow.cancel();

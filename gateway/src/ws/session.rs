@@ -107,7 +107,7 @@ type LiveSession = Pin<Box<dyn Future<Output = u16> + Send>>;
 struct Handshake {
     session: Session,
     stream: SplitStream<WebSocket>,
-    rx: mpsc::Receiver<Outbound>,
+    rx: mpsc::Receiver<Box<Outbound>>,
     overflow: CancellationToken,
     resume: Resume,
     conversations: Vec<crate::bus::ConversationSummary>,
@@ -266,11 +266,11 @@ impl Session {
     /// an ack and the events it caused leave in one write instead of one syscall each.
     async fn flush_ready(
         &mut self,
-        rx: &mut mpsc::Receiver<Outbound>,
+        rx: &mut mpsc::Receiver<Box<Outbound>>,
     ) -> Result<Option<(u16, &'static str)>, Gone> {
         for _ in 0..FLUSH_BATCH {
             let Ok(item) = rx.try_recv() else { break };
-            if let Some(close) = self.deliver(item).await? {
+            if let Some(close) = self.deliver(*item).await? {
                 return Ok(Some(close));
             }
         }
@@ -286,7 +286,7 @@ impl Session {
     async fn live(
         &mut self,
         mut stream: SplitStream<WebSocket>,
-        mut rx: mpsc::Receiver<Outbound>,
+        mut rx: mpsc::Receiver<Box<Outbound>>,
         overflow: CancellationToken,
         resume: &Resume,
         conversations: &[crate::bus::ConversationSummary],
@@ -321,7 +321,7 @@ impl Session {
                 () = sleep_until(silence_deadline) => return self.close(close::PROTOCOL, "heartbeat timeout").await,
                 item = rx.recv() => {
                     let Some(item) = item else { return self.close(close::RESTART, "session bus stopped").await };
-                    match self.deliver(item).await {
+                    match self.deliver(*item).await {
                         Ok(None) => {}
                         Ok(Some((code, reason))) => return self.close(code, reason).await,
                         Err(Gone) => return 1006,
