@@ -1,15 +1,16 @@
 //! A `redis-server` of the run's own, for scenarios with `store = "redis"`: started on a free loopback port
-//! with nothing kept on disk, pinned with the gateway, and killed when the run ends.
+//! with nothing kept on disk, pinned where `--redis-cpu` says (by default with the gateway), and killed when
+//! the run ends.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::server::free_port;
+use crate::server::{free_port, pinned};
 
 /// A running `redis-server`; killed on drop.
 pub struct RedisServer {
@@ -25,16 +26,8 @@ impl RedisServer {
     /// When `redis-server` is missing or does not answer within 10 seconds.
     pub fn start(cpu: Option<usize>, log: &Path) -> anyhow::Result<RedisServer> {
         let addr = free_port()?;
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut command = Command::new("taskset");
-                command.arg("-c").arg(cpu.to_string()).arg("redis-server");
-                command
-            }
-            None => Command::new("redis-server"),
-        };
         let log_file = std::fs::File::create(log)?;
-        let child = command
+        let child = pinned(Path::new("redis-server"), cpu)
             .args(["--bind", "127.0.0.1", "--port", &addr.port().to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdin(Stdio::null())
@@ -53,18 +46,13 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        drop(server.child.kill());
+        // Dropping `server` kills the child.
         bail!("redis-server did not answer PING on {addr} within 10 s")
     }
 
     /// The URL the gateway connects to.
     pub fn url(&self) -> String {
         format!("redis://{}/0", self.addr)
-    }
-
-    /// The process id (for CPU and memory readings).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 

@@ -158,7 +158,7 @@ pub struct Scenario {
     #[serde(default)]
     pub webhooks: Webhooks,
     /// The gateway's context store: `memory` (embedded, the default) or `redis` (a `redis-server` of the run's
-    /// own, started on a free loopback port and pinned with the gateway).
+    /// own, started on a free loopback port and pinned where `--redis-cpu` says, by default with the gateway).
     #[serde(default)]
     pub store: StoreKind,
 }

@@ -171,7 +171,7 @@ pub fn agent_id(i: usize) -> String {
 }
 
 /// `taskset -c CPU` in front of a command, when pinning was asked for.
-fn pinned(program: &Path, cpu: Option<usize>) -> Command {
+pub(crate) fn pinned(program: &Path, cpu: Option<usize>) -> Command {
     match cpu {
         Some(cpu) => {
             let mut command = Command::new("taskset");
