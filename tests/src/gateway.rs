@@ -60,8 +60,13 @@ impl TestGateway {
     /// Starts on the Redis backend against `redis`, under a key prefix of its own, with a 500 ms command
     /// timeout so fault tests run quickly; `change` may alter the configuration further.
     pub async fn spawn_with_redis(redis: &RedisServer, change: impl FnOnce(&mut Config)) -> TestGateway {
+        TestGateway::spawn_with_redis_url(redis.url(), change).await
+    }
+
+    /// As [`TestGateway::spawn_with_redis`], on the Redis at `url` (e.g. a [`crate::RedisGate`] in front of
+    /// one).
+    pub async fn spawn_with_redis_url(url: String, change: impl FnOnce(&mut Config)) -> TestGateway {
         let n = NEXT_PREFIX.fetch_add(1, Ordering::Relaxed);
-        let url = redis.url();
         TestGateway::spawn_with(move |config| {
             config.store.backend = StoreBackend::Redis;
             config.store.redis_url = url;

@@ -8,6 +8,7 @@
 //! - `client.rs`: [`WsClient`], [`Customer`], [`Agent`]
 //! - `http.rs`: [`http_request`]
 //! - `redis.rs`: [`RedisServer`], a `redis-server` of the test's own
+//! - `redis_gate.rs`: [`RedisGate`], a proxy in front of it that logs commands and can hold replies
 //! - `fake_wechat.rs`: [`FakeWechat`], the WeChat API on loopback, checking every request
 //! - `fake_twilio.rs`: [`FakeTwilio`], the Twilio Messages API on loopback, and signed Twilio webhooks
 //! - `fake_crm.rs`: [`FakeCrm`], the CRM profile webhook on loopback, checking signatures
@@ -28,6 +29,7 @@ mod fake_wecom;
 mod gateway;
 mod http;
 mod redis;
+mod redis_gate;
 mod wechat_client;
 
 pub use client::{Agent, Customer, WsClient, RECV_TIMEOUT};
@@ -49,6 +51,7 @@ pub use fake_wecom::{
 pub use gateway::{agents, test_config, TestGateway};
 pub use http::{http_request, HttpResponse};
 pub use redis::RedisServer;
+pub use redis_gate::RedisGate;
 pub use wechat_client::{
     image_xml, push as wechat_push, signed_push, text_xml, wechat_account, Mode, WECHAT_AES_KEY,
     WECHAT_APPID, WECHAT_ORIGINAL_ID, WECHAT_SECRET, WECHAT_TOKEN,

@@ -1,4 +1,5 @@
-//! The bus actor: owns routing and conversation state; every command runs to completion before the next.
+//! The bus actor: owns routing and conversation state; every command runs to completion before the next,
+//! except that plain message sends overlap their store round trips (`pipeline.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -71,6 +72,15 @@ pub(super) struct CustomerEntry {
     sessions: VecDeque<String>,
 }
 
+/// An agent's send, checked and ready to append.
+pub(super) struct AgentEvent {
+    pub(super) actor: Actor,
+    pub(super) kind: EventKind,
+    pub(super) key: String,
+    pub(super) role: &'static str,
+    pub(super) route: Option<super::Route>,
+}
+
 #[derive(Debug)]
 pub(super) struct BusActor {
     pub(super) settings: BusSettings,
@@ -93,6 +103,8 @@ pub(super) struct BusActor {
     /// Closed conversations in order of when they may leave memory, with the `closed_at_ms` of the close
     /// that listed them.
     pub(super) evictions: VecDeque<(omnigate_router::Millis, ConversationId, u64)>,
+    /// Appends sent to the store and not yet answered (`pipeline.rs`).
+    pub(super) pipeline: super::pipeline::Pipeline,
 }
 
 pub(super) fn unavailable(error: impl std::fmt::Display) -> BusError {
@@ -115,6 +127,22 @@ pub(super) fn media_of(channel: Channel) -> Media {
         omnigate_connectors::model::Media::Sms => Media::Sms,
         omnigate_connectors::model::Media::Voice => Media::Voice,
     }
+}
+
+/// A customer's message event and its idempotency key.
+pub(super) fn customer_message(
+    customer: &CustomerId,
+    client_msg_id: String,
+    content: &Content,
+) -> (Actor, EventKind, String) {
+    let key = format!("customer:{customer}:{client_msg_id}");
+    let kind = EventKind::Message {
+        message_id: MessageId::generate(),
+        client_msg_id,
+        content: content.clone(),
+        via: None,
+    };
+    (Actor::Customer { id: customer.clone() }, kind, key)
 }
 
 impl BusActor {
@@ -150,6 +178,7 @@ impl BusActor {
             self_tx: mpsc::channel(1).0.downgrade(),
             shutdown: None,
             evictions: VecDeque::new(),
+            pipeline: super::pipeline::Pipeline::default(),
         }
     }
 
@@ -178,15 +207,26 @@ impl BusActor {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
+                answer = self.pipeline.next_answer(), if self.pipeline.is_busy() => {
+                    self.finish_pipelined(answer).await;
+                }
                 command = rx.recv() => match command {
                     Some(command) => {
                         let started = tokio::time::Instant::now();
-                        self.handle(command).await;
+                        if let Some(command) = self.try_pipeline(command).await {
+                            if self.pipeline.is_busy() {
+                                self.settle_pipeline().await;
+                            }
+                            self.handle(command).await;
+                        }
                         metrics::bus_command(started.elapsed().as_secs_f64());
                     }
                     None => break,
                 },
                 () = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } }, if deadline.is_some() => {
+                    if self.pipeline.is_busy() {
+                        self.settle_pipeline().await;
+                    }
                     let now = self.clock.now();
                     if router_due.is_some_and(|at| at <= now) {
                         self.route(Event::Tick).await;
@@ -199,6 +239,10 @@ impl BusActor {
                     }
                 }
             }
+        }
+        // Sends already in the store's hands are still answered.
+        if self.pipeline.is_busy() {
+            self.settle_pipeline().await;
         }
         tracing::debug!("session bus stopped");
     }
@@ -234,11 +278,7 @@ impl BusActor {
                         false,
                     )
                     .await;
-                if let Ok(ack) = &result {
-                    self.add_attributes_and_route(&ack.conversation, attributes, true)
-                        .await;
-                }
-                drop(reply.send(result));
+                self.customer_send_answered(result, attributes, reply).await;
             }
             Command::AgentSend {
                 agent,
@@ -486,7 +526,22 @@ impl BusActor {
             kind,
             idempotency_key,
         };
-        let mut appended = self.store.append(id, event).await.map_err(unavailable)?;
+        // Pipelined appends were sent to the store before this one: they are told first, so everyone sees
+        // each conversation's events in order.
+        if self.pipeline.is_busy() {
+            self.settle_pipeline().await;
+        }
+        let stored = self.store.append(id, event).await;
+        self.record_appended(id, stored).await
+    }
+
+    /// What follows an append the store answered: the bus's positions, and the event's fan-out.
+    pub(super) async fn record_appended(
+        &mut self,
+        id: &ConversationId,
+        stored: Result<Appended, crate::store::StoreError>,
+    ) -> Result<Appended, BusError> {
+        let mut appended = stored.map_err(unavailable)?;
         // A duplicate past what the bus has seen was stored by an attempt that timed out after the store
         // applied it (e.g. a paused Redis that ran its queued scripts later): nobody was told of it yet, so
         // it counts as new here: it is published and its sender's side effects (routing, reopen) happen.
@@ -498,8 +553,8 @@ impl BusActor {
         if let Appended::New(event) = &appended {
             metrics::event_appended();
             if let Some(conv) = self.conversations.get_mut(id) {
-                conv.last_seq = event.seq;
-                conv.last_customer_seq = event.customer_seq.unwrap_or(conv.last_customer_seq);
+                conv.last_seq = conv.last_seq.max(event.seq);
+                conv.last_customer_seq = conv.last_customer_seq.max(event.customer_seq.unwrap_or(0));
             }
             self.publish(id, event).await;
         }
@@ -569,56 +624,37 @@ impl BusActor {
         route: bool,
     ) -> Result<SendAck, BusError> {
         let now_ms = unix_ms();
-        let window = self.settings.reopen_window_ms;
         if let Some(id) = &requested {
             self.reload(id).await;
         }
-        let target = match requested {
-            Some(id) => {
-                let conv = self
-                    .conversations
-                    .get(&id)
-                    .filter(|c| c.record.customer == customer)
-                    .ok_or(BusError::NotFound)?;
-                if !conv.is_open() && now_ms.saturating_sub(conv.record.closed_at_ms.unwrap_or(0)) > window {
-                    return Err(BusError::Closed);
-                }
-                Some(id)
-            }
-            None => self
-                .customers
-                .get(&customer)
-                .and_then(|entry| {
-                    entry.conversations.iter().rev().find(|id| {
-                        self.conversations.get(*id).is_some_and(|c| {
-                            c.record.channel == channel
-                                && (c.is_open()
-                                    || now_ms.saturating_sub(c.record.closed_at_ms.unwrap_or(0)) <= window)
-                        })
-                    })
-                })
-                .cloned(),
-        };
-        let actor = Actor::Customer { id: customer.clone() };
+        let target = self.customer_target(&customer, channel, requested, now_ms)?;
         let id = match target {
             Some(id) => id,
             None => self.create_conversation(&customer, channel, queue).await?,
         };
-        let key = format!("customer:{customer}:{client_msg_id}");
-        let kind = EventKind::Message {
-            message_id: MessageId::generate(),
-            client_msg_id,
-            content: content.clone(),
-            via: None,
-        };
+        let (actor, kind, key) = customer_message(&customer, client_msg_id, &content);
         let reopen = self.conversations.get(&id).is_some_and(|c| !c.is_open());
         let appended = self.append(&id, actor.clone(), kind, Some(key)).await?;
+        self.customer_message_stored(id, actor, appended, &content, reopen, route)
+            .await
+    }
+
+    /// What follows a customer's stored message: the offer's preview, a reopen or the queue, the sender's ack.
+    pub(super) async fn customer_message_stored(
+        &mut self,
+        id: ConversationId,
+        actor: Actor,
+        appended: Appended,
+        content: &Content,
+        reopen: bool,
+        route: bool,
+    ) -> Result<SendAck, BusError> {
         let duplicate = matches!(appended, Appended::Duplicate(_));
         if duplicate {
             metrics::duplicate_send();
         } else {
             metrics::message_stored("customer");
-            if let (Some(conv), Content::Text { text }) = (self.conversations.get_mut(&id), &content) {
+            if let (Some(conv), Content::Text { text }) = (self.conversations.get_mut(&id), content) {
                 conv.preview = text.chars().take(PREVIEW_CHARS).collect();
             }
             if reopen {
@@ -643,6 +679,45 @@ impl BusActor {
             at_ms: event.at_ms,
             duplicate,
         })
+    }
+
+    /// The conversation a customer's message goes to: the one named (if it is theirs and open or within the
+    /// reopen window), else their latest on the channel that is; `None` starts a new one.
+    pub(super) fn customer_target(
+        &self,
+        customer: &CustomerId,
+        channel: Channel,
+        requested: Option<ConversationId>,
+        now_ms: u64,
+    ) -> Result<Option<ConversationId>, BusError> {
+        let window = self.settings.reopen_window_ms;
+        let target = match requested {
+            Some(id) => {
+                let conv = self
+                    .conversations
+                    .get(&id)
+                    .filter(|c| c.record.customer == *customer)
+                    .ok_or(BusError::NotFound)?;
+                if !conv.is_open() && now_ms.saturating_sub(conv.record.closed_at_ms.unwrap_or(0)) > window {
+                    return Err(BusError::Closed);
+                }
+                Some(id)
+            }
+            None => self
+                .customers
+                .get(customer)
+                .and_then(|entry| {
+                    entry.conversations.iter().rev().find(|id| {
+                        self.conversations.get(*id).is_some_and(|c| {
+                            c.record.channel == channel
+                                && (c.is_open()
+                                    || now_ms.saturating_sub(c.record.closed_at_ms.unwrap_or(0)) <= window)
+                        })
+                    })
+                })
+                .cloned(),
+        };
+        Ok(target)
     }
 
     async fn create_conversation(
@@ -751,21 +826,29 @@ impl BusActor {
         client_msg_id: String,
         body: AgentBody,
     ) -> Result<SendAck, BusError> {
-        let conv = self.conversations.get(&id).ok_or(BusError::NotFound)?;
-        if !conv.assigned_to(&agent) {
-            return Err(
-                if conv.record.agent.as_deref() == Some(agent.as_str()) || conv.is_open() {
-                    BusError::NotAllowed("the conversation is not assigned to you".to_owned())
-                } else {
-                    BusError::Closed
-                },
-            );
+        let send = self.agent_event(&agent, &id, client_msg_id, body)?;
+        let appended = self.append(&id, send.actor, send.kind, Some(send.key)).await?;
+        self.agent_message_stored(agent, id, appended, send.role, send.route)
+            .await
+    }
+
+    /// The event an agent's send appends, once the conversation is known to be theirs.
+    pub(super) fn agent_event(
+        &self,
+        agent: &str,
+        id: &ConversationId,
+        client_msg_id: String,
+        body: AgentBody,
+    ) -> Result<AgentEvent, BusError> {
+        let conv = self.conversations.get(id).ok_or(BusError::NotFound)?;
+        if !conv.assigned_to(agent) {
+            return Err(if conv.record.agent.as_deref() == Some(agent) || conv.is_open() {
+                BusError::NotAllowed("the conversation is not assigned to you".to_owned())
+            } else {
+                BusError::Closed
+            });
         }
-        let name = self
-            .agents
-            .get(&agent)
-            .map(|a| a.name.clone())
-            .unwrap_or_default();
+        let name = self.agents.get(agent).map(|a| a.name.clone()).unwrap_or_default();
         let key = format!("agent:{agent}:{client_msg_id}");
         let (kind, role, route) = match body {
             AgentBody::Message(content, route) => (
@@ -788,17 +871,27 @@ impl BusActor {
                 None,
             ),
         };
-        let appended = self
-            .append(
-                &id,
-                Actor::Agent {
-                    id: agent.clone(),
-                    name,
-                },
-                kind,
-                Some(key),
-            )
-            .await?;
+        Ok(AgentEvent {
+            actor: Actor::Agent {
+                id: agent.to_owned(),
+                name,
+            },
+            kind,
+            key,
+            role,
+            route,
+        })
+    }
+
+    /// What follows an agent's stored message or note: the router's reply timer, the channel's outbox, the ack.
+    pub(super) async fn agent_message_stored(
+        &mut self,
+        agent: String,
+        id: ConversationId,
+        appended: Appended,
+        role: &'static str,
+        route: Option<super::Route>,
+    ) -> Result<SendAck, BusError> {
         let duplicate = matches!(appended, Appended::Duplicate(_));
         if duplicate {
             metrics::duplicate_send();
@@ -836,7 +929,7 @@ impl BusActor {
         })
     }
 
-    fn typing(&self, who: &Participant, id: &ConversationId, state: &str) {
+    pub(super) fn typing(&self, who: &Participant, id: &ConversationId, state: &str) {
         let Ok(view) = self.access(who, id) else { return };
         let Some(conv) = self.conversations.get(id) else {
             return;
@@ -924,7 +1017,7 @@ impl BusActor {
         Ok(())
     }
 
-    fn delivered(&mut self, who: &Participant, id: &ConversationId, seq: u64) {
+    pub(super) fn delivered(&mut self, who: &Participant, id: &ConversationId, seq: u64) {
         let Ok(view) = self.access(who, id) else { return };
         let mut acked = None;
         if let Some(conv) = self.conversations.get_mut(id) {

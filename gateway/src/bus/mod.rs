@@ -22,6 +22,7 @@ mod conversation;
 mod customer;
 mod decisions;
 mod eviction;
+mod pipeline;
 mod profile;
 mod push;
 

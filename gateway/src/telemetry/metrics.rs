@@ -25,6 +25,7 @@ const CRM_LOOKUPS: &str = "omnigate_crm_lookups_total";
 const RETENTION_SWEPT: &str = "omnigate_retention_swept_total";
 const BUS_CONVERSATIONS: &str = "omnigate_bus_conversations";
 const BUS_EVICTIONS: &str = "omnigate_bus_evictions_total";
+const BUS_APPENDS_IN_FLIGHT: &str = "omnigate_bus_appends_in_flight";
 
 pub(crate) fn describe_all() {
     describe_counter!(
@@ -74,6 +75,10 @@ pub(crate) fn describe_all() {
         "data removed by the embedded store's retention sweep, by kind"
     );
     describe_gauge!(
+        BUS_APPENDS_IN_FLIGHT,
+        "messages the session bus has sent to the store and not yet had answered (pipelined appends)"
+    );
+    describe_gauge!(
         BUS_CONVERSATIONS,
         "conversations the session bus holds in memory (open and recently closed)"
     );
@@ -104,6 +109,11 @@ pub fn retention_swept(swept: &crate::store::Swept) {
 /// The session bus now holds `count` conversations in memory.
 pub fn bus_conversations(count: usize) {
     gauge!(BUS_CONVERSATIONS).set(count as f64);
+}
+
+/// The session bus has `count` appends sent to the store and not yet answered.
+pub fn bus_appends_in_flight(count: usize) {
+    gauge!(BUS_APPENDS_IN_FLIGHT).set(count as f64);
 }
 
 /// The session bus evicted `count` closed conversations.

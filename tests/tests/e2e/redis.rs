@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use omnigate_tests::{assert_eventually, http_request, Agent, Customer, RedisServer, TestGateway, WsClient};
+use omnigate_tests::{
+    assert_eventually, http_request, Agent, Customer, RedisGate, RedisServer, TestGateway, WsClient,
+};
 use serde_json::{json, Value};
 
 /// `/readyz` as (status, `status` field).
@@ -221,6 +223,53 @@ async fn a_conversation_runs_end_to_end_on_redis() {
     assert_eq!(ids, ["c-0", "a-1", "c-1"]);
     let keys = redis.command("DBSIZE");
     assert_ne!(keys, ":0\r\n", "the conversation lives in redis");
+}
+
+#[tokio::test]
+async fn sends_from_both_sides_reach_redis_before_either_is_answered_and_are_told_as_stored() {
+    // The bus does not wait for one append's answer before it sends the next (it pipelines): with Redis's
+    // replies held at a proxy, a customer's message and the agent's both reach Redis. Once the replies go
+    // through, both are acked where Redis stored them and each side is told the other's message.
+    let redis = RedisServer::start().await;
+    let gate = RedisGate::start(&redis).await;
+    let gateway = TestGateway::spawn_with_redis_url(gate.url(), |config| {
+        // The held replies are the test's doing, not a fault to time out on.
+        config.store.command_timeout_ms = 60_000;
+    })
+    .await;
+    let (mut lin, mut customer, conversation) = assigned_conversation(&gateway).await;
+    let text = |id: &str| json!({"conversation_id": conversation, "client_msg_id": id, "content": {"type": "text", "text": id}});
+
+    gate.hold_replies();
+    let from_customer = customer.ws.send_op("message.send", text("c-1")).await;
+    let from_agent = lin.ws.send_op("message.send", text("a-1")).await;
+    assert_eventually!(
+        gate.saw_argument(|a| a.ends_with(b":c-1")).await
+            && gate.saw_argument(|a| a == b"agent:lin:a-1").await,
+        "both appends reach redis while neither is answered"
+    );
+    gate.release_replies();
+
+    let customer_ack = customer
+        .ws
+        .recv_until(|f| f["ref"] == from_customer.as_str())
+        .await;
+    let agent_ack = lin.ws.recv_until(|f| f["ref"] == from_agent.as_str()).await;
+    assert_eq!(customer_ack["op"], "message.ack", "{customer_ack}");
+    assert_eq!(agent_ack["op"], "message.ack", "{agent_ack}");
+    assert_eq!(
+        lin.next_message_in(&conversation).await["message"]["client_msg_id"],
+        "c-1"
+    );
+    assert_eq!(customer.next_message().await["message"]["client_msg_id"], "a-1");
+    let logged = logged_messages(&gateway, &customer.token, &conversation).await;
+    let mut ids: Vec<&str> = logged.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a-1", "c-0", "c-1"], "each stored once");
+    assert!(
+        logged.contains(&("c-1".to_owned(), customer_ack["d"]["seq"].as_u64().unwrap())),
+        "the customer's message is logged where its ack said: {logged:?} {customer_ack}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,301 @@
+//! Appends in flight. A plain message to a conversation the bus already holds is sent to the store without
+//! waiting for its answer, so the round trips of a remote store (Redis) overlap instead of queueing behind
+//! each other. Nothing is acked or fanned out before the store answers.
+//!
+//! Order: each append is sent (first polled) when its command is taken, and answers are taken in that order,
+//! so every conversation's events are told in the order the store applied them. Any other command, timer or
+//! direct append first waits until every answer is in ([`BusActor::settle_pipeline`]), so it sees the bus as
+//! if the sends had run one by one. A pipelined send is checked when it is taken, and only what no other
+//! pipelined answer can change is checked: the conversation is in memory, open and past `new` (a customer's),
+//! or assigned to the agent (an agent's).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use omnigate_connectors::model::{Content, ConversationId};
+
+use super::actor::{customer_message, BusActor};
+use super::{BusError, Command, Reply, Route, SendAck};
+use crate::clock::unix_ms;
+use crate::store::{Actor, Appended, ConversationStatus, NewEvent, StoreError};
+use crate::telemetry::metrics;
+
+/// Appends sent and not yet answered, at most; the next waits for the oldest answer.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// What a pipelined send does once the store has answered.
+pub(super) enum Sent {
+    Customer {
+        id: ConversationId,
+        actor: Actor,
+        content: Content,
+        attributes: BTreeMap<String, String>,
+        reply: Reply<SendAck>,
+    },
+    Agent {
+        agent: String,
+        id: ConversationId,
+        role: &'static str,
+        route: Option<Route>,
+        reply: Reply<SendAck>,
+    },
+}
+
+/// The store's answer to one pipelined append, with what follows it.
+pub(super) struct Answer {
+    stored: Result<Appended, StoreError>,
+    sent: Sent,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// The bus's appends in flight, oldest first.
+///
+/// In a mutex only so the bus stays `Sync` (its `&self` methods are held across awaits); it is reached only
+/// through `&mut self`, with `get_mut`, so it is never locked.
+#[derive(Default)]
+pub(super) struct Pipeline {
+    in_flight: tokio::sync::Mutex<FuturesOrdered<InFlight>>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let in_flight = self.in_flight.try_lock().map_or(0, |f| f.len());
+        f.debug_struct("Pipeline").field("in_flight", &in_flight).finish()
+    }
+}
+
+impl Pipeline {
+    /// Whether an append is waiting for its answer.
+    pub(super) fn is_busy(&mut self) -> bool {
+        !self.queue().is_empty()
+    }
+
+    fn queue(&mut self) -> &mut FuturesOrdered<InFlight> {
+        self.in_flight.get_mut()
+    }
+
+    /// The oldest answer, once it is in; pending forever when nothing is in flight (for `select!`).
+    pub(super) async fn next_answer(&mut self) -> Answer {
+        match self.queue().next().await {
+            Some(answer) => {
+                metrics::bus_appends_in_flight(self.queue().len());
+                answer
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn push(&mut self, append: InFlight) {
+        let queue = self.queue();
+        queue.push_back(append);
+        metrics::bus_appends_in_flight(queue.len());
+    }
+}
+
+impl BusActor {
+    /// Runs a command that needs nothing from the store but its append, without waiting for the store; gives
+    /// back any other command, to be run alone once every answer is in.
+    pub(super) async fn try_pipeline(&mut self, command: Command) -> Option<Command> {
+        match command {
+            Command::CustomerSend {
+                customer,
+                channel,
+                queue,
+                conversation,
+                client_msg_id,
+                content,
+                attributes,
+                reply,
+            } => {
+                let target = conversation
+                    .as_ref()
+                    .is_none_or(|id| self.conversations.contains_key(id))
+                    .then(|| self.customer_target(&customer, channel, conversation.clone(), unix_ms()))
+                    .and_then(Result::ok)
+                    .flatten()
+                    .filter(|id| {
+                        self.conversations
+                            .get(id)
+                            .is_some_and(|c| c.is_open() && c.record.status != ConversationStatus::New)
+                    });
+                let Some(id) = target else {
+                    return Some(Command::CustomerSend {
+                        customer,
+                        channel,
+                        queue,
+                        conversation,
+                        client_msg_id,
+                        content,
+                        attributes,
+                        reply,
+                    });
+                };
+                let (actor, kind, key) = customer_message(&customer, client_msg_id, &content);
+                let event = NewEvent {
+                    at_ms: unix_ms(),
+                    actor: actor.clone(),
+                    kind,
+                    idempotency_key: Some(key),
+                };
+                let sent = Sent::Customer {
+                    id: id.clone(),
+                    actor,
+                    content,
+                    attributes,
+                    reply,
+                };
+                self.send_pipelined(id, event, sent).await;
+                None
+            }
+            Command::AgentSend {
+                agent,
+                conversation,
+                client_msg_id,
+                body,
+                reply,
+            } => {
+                if !self
+                    .conversations
+                    .get(&conversation)
+                    .is_some_and(|c| c.assigned_to(&agent))
+                {
+                    return Some(Command::AgentSend {
+                        agent,
+                        conversation,
+                        client_msg_id,
+                        body,
+                        reply,
+                    });
+                }
+                let send = match self.agent_event(&agent, &conversation, client_msg_id, body) {
+                    Ok(send) => send,
+                    Err(error) => {
+                        drop(reply.send(Err(error)));
+                        return None;
+                    }
+                };
+                let event = NewEvent {
+                    at_ms: unix_ms(),
+                    actor: send.actor,
+                    kind: send.kind,
+                    idempotency_key: Some(send.key),
+                };
+                let sent = Sent::Agent {
+                    agent,
+                    id: conversation.clone(),
+                    role: send.role,
+                    route: send.route,
+                    reply,
+                };
+                self.send_pipelined(conversation, event, sent).await;
+                None
+            }
+            Command::Typing {
+                who,
+                conversation,
+                state,
+            } => {
+                self.typing(&who, &conversation, &state);
+                None
+            }
+            Command::Delivered {
+                who,
+                conversation,
+                seq,
+            } => {
+                self.delivered(&who, &conversation, seq);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Sends one append to the store now (so the store applies them in this order) and keeps its answer's
+    /// place in line.
+    async fn send_pipelined(&mut self, id: ConversationId, event: NewEvent, sent: Sent) {
+        if self.pipeline.queue().len() >= MAX_IN_FLIGHT {
+            let answer = self.pipeline.next_answer().await;
+            self.finish_pipelined(answer).await;
+        }
+        let store = Arc::clone(&self.store);
+        let mut append: InFlight = Box::pin(async move {
+            let stored = store.append(&id, event).await;
+            Answer { stored, sent }
+        });
+        let first = std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
+        match first {
+            // The embedded store answers at once: nothing to keep in line.
+            Poll::Ready(answer) if !self.pipeline.is_busy() => self.finish_pipelined(answer).await,
+            Poll::Ready(answer) => self.pipeline.push(Box::pin(std::future::ready(answer))),
+            Poll::Pending => self.pipeline.push(append),
+        }
+    }
+
+    /// Acks and fans out one answered append, as the unpipelined send would have.
+    pub(super) async fn finish_pipelined(&mut self, answer: Answer) {
+        let Answer { stored, sent } = answer;
+        match sent {
+            Sent::Customer {
+                id,
+                actor,
+                content,
+                attributes,
+                reply,
+            } => {
+                let result = match self.record_appended(&id, stored).await {
+                    Ok(appended) => {
+                        self.customer_message_stored(id, actor, appended, &content, false, false)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                };
+                self.customer_send_answered(result, attributes, reply).await;
+            }
+            Sent::Agent {
+                agent,
+                id,
+                role,
+                route,
+                reply,
+            } => {
+                let result = match self.record_appended(&id, stored).await {
+                    Ok(appended) => self.agent_message_stored(agent, id, appended, role, route).await,
+                    Err(error) => Err(error),
+                };
+                drop(reply.send(result));
+            }
+        }
+    }
+
+    /// Takes every answer still in flight, oldest first. Boxed: an answer's follow-up may append, and an
+    /// append settles the pipeline first.
+    pub(super) fn settle_pipeline(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            while self.pipeline.is_busy() {
+                let answer = self.pipeline.next_answer().await;
+                self.finish_pipelined(answer).await;
+            }
+        })
+    }
+
+    /// A customer's send is answered: routing attributes are added (and a new conversation routed), then the
+    /// sender gets the ack or the error.
+    pub(super) async fn customer_send_answered(
+        &mut self,
+        result: Result<SendAck, BusError>,
+        attributes: BTreeMap<String, String>,
+        reply: Reply<SendAck>,
+    ) {
+        if let Ok(ack) = &result {
+            self.add_attributes_and_route(&ack.conversation, attributes, true)
+                .await;
+        }
+        drop(reply.send(result));
+    }
+}
