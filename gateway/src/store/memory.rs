@@ -7,6 +7,7 @@ use dashmap::DashMap;
 use omnigate_connectors::model::{ConversationId, CustomerId, Identity};
 use tokio::sync::Mutex;
 
+use super::chunked::ChunkedLog;
 use super::memory_graph::Graph;
 use super::{
     Appended, AuditEntry, ContextStore, ConversationHistory, ConversationRecord, ConversationStatus,
@@ -48,7 +49,7 @@ fn system_change() -> GraphChange {
 
 #[derive(Debug, Default)]
 struct Log {
-    events: Vec<StoredEvent>,
+    events: ChunkedLog<StoredEvent>,
     /// `seq` of each customer-visible event, in order: entry `i` has `customer_seq = i + 1`.
     customer_index: Vec<u64>,
     idempotency: HashMap<String, u64>,
@@ -115,11 +116,18 @@ impl MemoryStore {
 #[async_trait]
 impl ContextStore for MemoryStore {
     async fn append(&self, conversation: &ConversationId, event: NewEvent) -> Result<Appended, StoreError> {
-        let mut log = self.logs.entry(conversation.clone()).or_default();
+        // The id is cloned only for a conversation's first event.
+        let mut log = match self.logs.get_mut(conversation) {
+            Some(log) => log,
+            None => self.logs.entry(conversation.clone()).or_default(),
+        };
         if let Some(key) = &event.idempotency_key {
-            if let Some(seq) = log.idempotency.get(key) {
-                let original = log.events[(*seq - 1) as usize].clone();
-                return Ok(Appended::Duplicate(original));
+            if let Some(original) = log
+                .idempotency
+                .get(key)
+                .and_then(|seq| log.events.get(*seq as usize - 1))
+            {
+                return Ok(Appended::Duplicate(original.clone()));
             }
         }
         let seq = log.events.len() as u64 + 1;
@@ -161,8 +169,7 @@ impl ContextStore for MemoryStore {
             View::Agent => EventPage {
                 events: log
                     .events
-                    .iter()
-                    .skip(after as usize)
+                    .iter_from(usize::try_from(after).unwrap_or(usize::MAX))
                     .take(limit)
                     .cloned()
                     .collect(),
@@ -174,7 +181,7 @@ impl ContextStore for MemoryStore {
                     .iter()
                     .skip(after as usize)
                     .take(limit)
-                    .map(|seq| log.events[(*seq - 1) as usize].clone())
+                    .filter_map(|seq| log.events.get(*seq as usize - 1).cloned())
                     .collect(),
                 last: log.customer_index.len() as u64,
             },
@@ -287,7 +294,7 @@ impl ContextStore for MemoryStore {
             let mut disposition = None;
             let mut agent = None;
             if let Some(log) = self.logs.get(&id) {
-                for event in log.events.iter().rev().take(HISTORY_SCAN_EVENTS) {
+                for event in log.events.iter_from(0).rev().take(HISTORY_SCAN_EVENTS) {
                     match &event.kind {
                         EventKind::Message { .. } if tail.len() < messages => tail.push(event.clone()),
                         EventKind::Closed { disposition: d } if disposition.is_none() => {

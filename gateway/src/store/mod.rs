@@ -15,6 +15,7 @@
 //! - `redis_graph.rs`: the Redis backend's identity graph, history and erasure scripts
 //! - `testsuite.rs`: the conformance suite every backend passes (behind the `test-util` feature)
 
+mod chunked;
 mod device;
 mod event;
 mod graph;
