@@ -63,11 +63,33 @@ pub struct ProcSample {
     pub load_average: f64,
 }
 
-/// A free loopback port (bound, then released).
+/// Lowest port of the range servers' ports are picked from.
+const SERVER_PORTS_FROM: u16 = 10_000;
+
+/// A free loopback port (bound, then released), below the kernel's ephemeral range: a run's thousands of
+/// outgoing connections take ephemeral ports, and one of them took a port picked with `bind(0)` between
+/// the probe and the server's own bind (the gateway then exited with "Address already in use").
 ///
 /// # Errors
 /// When no port can be bound.
 pub fn free_port() -> anyhow::Result<SocketAddr> {
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low > SERVER_PORTS_FROM + 1_000)
+        .unwrap_or(32_768);
+    let span = u64::from(ephemeral_from - SERVER_PORTS_FROM);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_nanos() as u64)
+        ^ u64::from(std::process::id()) << 32;
+    let mut rng = crate::rng::SplitMix64::new(seed);
+    for _ in 0..100 {
+        let port = SERVER_PORTS_FROM + (rng.next_u64() % span) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener.local_addr()?);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
