@@ -53,6 +53,8 @@ pub(super) struct Conversation {
     pub(super) profile_state: ProfileState,
     /// The customer's conversation that was open when this one started (its agent is preferred).
     pub(super) linked: Option<ConversationId>,
+    /// Its appends sent to the store and not yet answered (`pipeline.rs`: at most one).
+    pub(super) appends_in_flight: u32,
 }
 
 impl Conversation {
@@ -75,6 +77,7 @@ impl Conversation {
             profile: CustomerProfile::default(),
             profile_state: ProfileState::Unknown,
             linked: None,
+            appends_in_flight: 0,
         }
     }
 

@@ -2,12 +2,18 @@
 //! waiting for its answer, so the round trips of a remote store (Redis) overlap instead of queueing behind
 //! each other. Nothing is acked or fanned out before the store answers.
 //!
-//! Order: each append is sent (first polled) when its command is taken, and answers are taken in that order,
-//! so every conversation's events are told in the order the store applied them. Any other command, timer or
-//! direct append first waits until every answer is in ([`BusActor::settle_pipeline`]), so it sees the bus as
-//! if the sends had run one by one. A pipelined send is checked when it is taken, and only what no other
-//! pipelined answer can change is checked: the conversation is in memory, open and past `new` (a customer's),
-//! or assigned to the agent (an agent's).
+//! Order: a conversation has at most one append in flight; a second send to it first waits for the first's
+//! answer ([`BusActor::settle_conversation`]). So each conversation's events are numbered, acked and told in
+//! the order the bus took its sends, whatever the connection does meanwhile (a reconnection, or a script
+//! reloaded after a Redis restart, can reorder requests in flight). Answers are taken in the order sent. Any
+//! other command, timer or direct append first waits until every answer is in
+//! ([`BusActor::settle_pipeline`]), so it sees the bus as if the sends had run one by one; so does a delivery
+//! ack for a conversation with an append in flight (it is checked against the last numbered event).
+//!
+//! A pipelined send is checked when it is taken, and only what no pipelined answer can change is checked:
+//! the conversation is in memory, open and past `new` (a customer's), or assigned to the agent and not on a
+//! connector channel (an agent's; a WeChat or SMS reply goes to the outbox after its answer, which appends
+//! its delivery state, so it runs alone to keep the outbox in the agent's order).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -136,6 +142,8 @@ impl BusActor {
                         reply,
                     });
                 };
+                // Only what another send's answer cannot change was checked, so it still holds after this.
+                self.settle_conversation(&id).await;
                 let (actor, kind, key) = customer_message(&customer, client_msg_id, &content);
                 let event = NewEvent {
                     at_ms: unix_ms(),
@@ -160,10 +168,22 @@ impl BusActor {
                 body,
                 reply,
             } => {
-                if !self
-                    .conversations
-                    .get(&conversation)
-                    .is_some_and(|c| c.assigned_to(&agent))
+                self.settle_conversation(&conversation).await;
+                let on_connector = |channel| {
+                    self.settings
+                        .outbound
+                        .as_ref()
+                        .is_some_and(|o| o.handles(channel))
+                };
+                let alone = match &body {
+                    super::AgentBody::Message(_, Some(_)) => true,
+                    super::AgentBody::Message(_, None) | super::AgentBody::Note(_) => false,
+                };
+                if alone
+                    || !self.conversations.get(&conversation).is_some_and(|c| {
+                        c.assigned_to(&agent)
+                            && (matches!(body, super::AgentBody::Note(_)) || !on_connector(c.record.channel))
+                    })
                 {
                     return Some(Command::AgentSend {
                         agent,
@@ -209,6 +229,8 @@ impl BusActor {
                 conversation,
                 seq,
             } => {
+                // Checked against the last numbered event: an answer in flight may number what is acked.
+                self.settle_conversation(&conversation).await;
                 self.delivered(&who, &conversation, seq);
                 None
             }
@@ -216,30 +238,52 @@ impl BusActor {
         }
     }
 
-    /// Sends one append to the store now (so the store applies them in this order) and keeps its answer's
-    /// place in line.
+    /// Sends one append to the store now and keeps its answer's place in line.
     async fn send_pipelined(&mut self, id: ConversationId, event: NewEvent, sent: Sent) {
         if self.pipeline.queue().len() >= MAX_IN_FLIGHT {
             let answer = self.pipeline.next_answer().await;
             self.finish_pipelined(answer).await;
         }
         let store = Arc::clone(&self.store);
+        let conversation = id.clone();
         let mut append: InFlight = Box::pin(async move {
             let stored = store.append(&id, event).await;
             Answer { stored, sent }
         });
         let first = std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
-        match first {
+        let append = match first {
             // The embedded store answers at once: nothing to keep in line.
-            Poll::Ready(answer) if !self.pipeline.is_busy() => self.finish_pipelined(answer).await,
-            Poll::Ready(answer) => self.pipeline.push(Box::pin(std::future::ready(answer))),
-            Poll::Pending => self.pipeline.push(append),
+            Poll::Ready(answer) if !self.pipeline.is_busy() => return self.finish_pipelined(answer).await,
+            Poll::Ready(answer) => Box::pin(std::future::ready(answer)),
+            Poll::Pending => append,
+        };
+        if let Some(conv) = self.conversations.get_mut(&conversation) {
+            conv.appends_in_flight += 1;
+        }
+        self.pipeline.push(append);
+    }
+
+    /// Takes answers until none of conversation `id`'s appends is in flight (answers come in order, so this
+    /// takes only those sent up to its last one).
+    pub(super) async fn settle_conversation(&mut self, id: &ConversationId) {
+        while self.pipeline.is_busy()
+            && self
+                .conversations
+                .get(id)
+                .is_some_and(|c| c.appends_in_flight > 0)
+        {
+            let answer = self.pipeline.next_answer().await;
+            self.finish_pipelined(answer).await;
         }
     }
 
     /// Acks and fans out one answered append, as the unpipelined send would have.
     pub(super) async fn finish_pipelined(&mut self, answer: Answer) {
         let Answer { stored, sent } = answer;
+        let (Sent::Customer { id, .. } | Sent::Agent { id, .. }) = &sent;
+        if let Some(conv) = self.conversations.get_mut(id) {
+            conv.appends_in_flight = conv.appends_in_flight.saturating_sub(1);
+        }
         match sent {
             Sent::Customer {
                 id,

@@ -226,10 +226,12 @@ async fn a_conversation_runs_end_to_end_on_redis() {
 }
 
 #[tokio::test]
-async fn sends_from_both_sides_reach_redis_before_either_is_answered_and_are_told_as_stored() {
-    // The bus does not wait for one append's answer before it sends the next (it pipelines): with Redis's
-    // replies held at a proxy, a customer's message and the agent's both reach Redis. Once the replies go
-    // through, both are acked where Redis stored them and each side is told the other's message.
+async fn sends_to_different_conversations_reach_redis_before_either_is_answered_and_each_keeps_its_order() {
+    // The bus does not wait for one append's answer before it sends the next to another conversation (it
+    // pipelines): with Redis's replies held at a proxy, two customers' messages both reach Redis. A send to
+    // a conversation with an append in flight waits for its answer, so the agent's reply after a customer's
+    // message is numbered after it. Once the replies go through, everything is acked where it was stored
+    // and told to the other side.
     let redis = RedisServer::start().await;
     let gate = RedisGate::start(&redis).await;
     let gateway = TestGateway::spawn_with_redis_url(gate.url(), |config| {
@@ -237,39 +239,58 @@ async fn sends_from_both_sides_reach_redis_before_either_is_answered_and_are_tol
         config.store.command_timeout_ms = 60_000;
     })
     .await;
-    let (mut lin, mut customer, conversation) = assigned_conversation(&gateway).await;
-    let text = |id: &str| json!({"conversation_id": conversation, "client_msg_id": id, "content": {"type": "text", "text": id}});
+    let (mut lin, mut first, one) = assigned_conversation(&gateway).await;
+    let mut second = Customer::start(&gateway).await;
+    let two = second.say(None, "c-0", "hello").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    lin.take_next().await;
+    lin.next_message_in(&two).await;
+    second
+        .ws
+        .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "conversation.assigned")
+        .await;
+    let text = |conversation: &str, id: &str| json!({"conversation_id": conversation, "client_msg_id": id, "content": {"type": "text", "text": id}});
 
     gate.hold_replies();
-    let from_customer = customer.ws.send_op("message.send", text("c-1")).await;
-    let from_agent = lin.ws.send_op("message.send", text("a-1")).await;
+    let from_first = first.ws.send_op("message.send", text(&one, "one-1")).await;
+    let from_second = second.ws.send_op("message.send", text(&two, "two-1")).await;
     assert_eventually!(
-        gate.saw_argument(|a| a.ends_with(b":c-1")).await
-            && gate.saw_argument(|a| a == b"agent:lin:a-1").await,
-        "both appends reach redis while neither is answered"
+        gate.saw_argument(|a| a.ends_with(b":one-1")).await
+            && gate.saw_argument(|a| a.ends_with(b":two-1")).await,
+        "both conversations' appends reach redis while neither is answered"
     );
+    let from_agent = lin.ws.send_op("message.send", text(&one, "a-1")).await;
     gate.release_replies();
 
-    let customer_ack = customer
-        .ws
-        .recv_until(|f| f["ref"] == from_customer.as_str())
-        .await;
-    let agent_ack = lin.ws.recv_until(|f| f["ref"] == from_agent.as_str()).await;
-    assert_eq!(customer_ack["op"], "message.ack", "{customer_ack}");
-    assert_eq!(agent_ack["op"], "message.ack", "{agent_ack}");
+    for (ws, reference) in [
+        (&mut first.ws, &from_first),
+        (&mut second.ws, &from_second),
+        (&mut lin.ws, &from_agent),
+    ] {
+        let ack = ws.recv_until(|f| f["ref"] == reference.as_str()).await;
+        assert_eq!(ack["op"], "message.ack", "{ack}");
+    }
     assert_eq!(
-        lin.next_message_in(&conversation).await["message"]["client_msg_id"],
-        "c-1"
+        lin.next_message_in(&one).await["message"]["client_msg_id"],
+        "one-1"
     );
-    assert_eq!(customer.next_message().await["message"]["client_msg_id"], "a-1");
-    let logged = logged_messages(&gateway, &customer.token, &conversation).await;
-    let mut ids: Vec<&str> = logged.iter().map(|(id, _)| id.as_str()).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, ["a-1", "c-0", "c-1"], "each stored once");
-    assert!(
-        logged.contains(&("c-1".to_owned(), customer_ack["d"]["seq"].as_u64().unwrap())),
-        "the customer's message is logged where its ack said: {logged:?} {customer_ack}"
+    assert_eq!(
+        lin.next_message_in(&two).await["message"]["client_msg_id"],
+        "two-1"
     );
+    assert_eq!(first.next_message().await["message"]["client_msg_id"], "a-1");
+    let logged = logged_messages(&gateway, &first.token, &one).await;
+    let ids: Vec<&str> = logged.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["c-0", "one-1", "a-1"],
+        "stored once each, in the order the bus took them"
+    );
+    let logged = logged_messages(&gateway, &second.token, &two).await;
+    let ids: Vec<&str> = logged.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["c-0", "two-1"]);
 }
 
 #[tokio::test]
