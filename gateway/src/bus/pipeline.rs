@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use omnigate_connectors::model::{Content, ConversationId};
+use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId};
 
 use super::actor::{customer_message, BusActor};
-use super::{BusError, Command, Reply, Route, SendAck};
+use super::{AgentBody, BusError, Command, Reply, Route, SendAck};
 use crate::clock::unix_ms;
 use crate::store::{Actor, Appended, ConversationStatus, NewEvent, StoreError};
 use crate::telemetry::metrics;
@@ -108,42 +108,55 @@ impl BusActor {
     /// Runs a command that needs nothing from the store but its append, without waiting for the store; gives
     /// back any other command, to be run alone once every answer is in.
     pub(super) async fn try_pipeline(&mut self, command: Command) -> Option<Command> {
-        match command {
+        let target = match &command {
             Command::CustomerSend {
                 customer,
                 channel,
-                queue,
                 conversation,
+                ..
+            } => self.pipelined_customer_target(customer, *channel, conversation.as_ref()),
+            Command::AgentSend {
+                agent,
+                conversation,
+                body,
+                ..
+            } => self
+                .pipelined_agent_send(agent, conversation, body)
+                .then(|| conversation.clone()),
+            Command::Typing {
+                who,
+                conversation,
+                state,
+            } => {
+                self.typing(who, conversation, state);
+                return None;
+            }
+            Command::Delivered {
+                who,
+                conversation,
+                seq,
+            } => {
+                // Checked against the last numbered event: an answer in flight may number what is acked.
+                self.settle_conversation(conversation).await;
+                self.delivered(who, conversation, *seq);
+                return None;
+            }
+            _ => None,
+        };
+        let Some(id) = target else {
+            return Some(command);
+        };
+        // Only what another send's answer cannot change was checked, so it still holds after this.
+        self.settle_conversation(&id).await;
+        let (event, sent) = match command {
+            Command::CustomerSend {
+                customer,
                 client_msg_id,
                 content,
                 attributes,
                 reply,
+                ..
             } => {
-                let target = conversation
-                    .as_ref()
-                    .is_none_or(|id| self.conversations.contains_key(id))
-                    .then(|| self.customer_target(&customer, channel, conversation.clone(), unix_ms()))
-                    .and_then(Result::ok)
-                    .flatten()
-                    .filter(|id| {
-                        self.conversations
-                            .get(id)
-                            .is_some_and(|c| c.is_open() && c.record.status != ConversationStatus::New)
-                    });
-                let Some(id) = target else {
-                    return Some(Command::CustomerSend {
-                        customer,
-                        channel,
-                        queue,
-                        conversation,
-                        client_msg_id,
-                        content,
-                        attributes,
-                        reply,
-                    });
-                };
-                // Only what another send's answer cannot change was checked, so it still holds after this.
-                self.settle_conversation(&id).await;
                 let (actor, kind, key) = customer_message(&customer, client_msg_id, &content);
                 let event = NewEvent {
                     at_ms: unix_ms(),
@@ -158,42 +171,16 @@ impl BusActor {
                     attributes,
                     reply,
                 };
-                self.send_pipelined(id, event, sent).await;
-                None
+                (event, sent)
             }
             Command::AgentSend {
                 agent,
-                conversation,
                 client_msg_id,
                 body,
                 reply,
+                ..
             } => {
-                self.settle_conversation(&conversation).await;
-                let on_connector = |channel| {
-                    self.settings
-                        .outbound
-                        .as_ref()
-                        .is_some_and(|o| o.handles(channel))
-                };
-                let alone = match &body {
-                    super::AgentBody::Message(_, Some(_)) => true,
-                    super::AgentBody::Message(_, None) | super::AgentBody::Note(_) => false,
-                };
-                if alone
-                    || !self.conversations.get(&conversation).is_some_and(|c| {
-                        c.assigned_to(&agent)
-                            && (matches!(body, super::AgentBody::Note(_)) || !on_connector(c.record.channel))
-                    })
-                {
-                    return Some(Command::AgentSend {
-                        agent,
-                        conversation,
-                        client_msg_id,
-                        body,
-                        reply,
-                    });
-                }
-                let send = match self.agent_event(&agent, &conversation, client_msg_id, body) {
+                let send = match self.agent_event(&agent, &id, client_msg_id, body) {
                     Ok(send) => send,
                     Err(error) => {
                         drop(reply.send(Err(error)));
@@ -208,34 +195,57 @@ impl BusActor {
                 };
                 let sent = Sent::Agent {
                     agent,
-                    id: conversation.clone(),
+                    id: id.clone(),
                     role: send.role,
                     route: send.route,
                     reply,
                 };
-                self.send_pipelined(conversation, event, sent).await;
-                None
+                (event, sent)
             }
-            Command::Typing {
-                who,
-                conversation,
-                state,
-            } => {
-                self.typing(&who, &conversation, &state);
-                None
-            }
-            Command::Delivered {
-                who,
-                conversation,
-                seq,
-            } => {
-                // Checked against the last numbered event: an answer in flight may number what is acked.
-                self.settle_conversation(&conversation).await;
-                self.delivered(&who, &conversation, seq);
-                None
-            }
-            other => Some(other),
+            other => return Some(other),
+        };
+        self.send_pipelined(id, event, sent).await;
+        None
+    }
+
+    /// The conversation a customer's send can be pipelined to: one it names or would go to that the bus holds,
+    /// open and routed (so the answer needs no reload, reopen or queueing).
+    fn pipelined_customer_target(
+        &self,
+        customer: &CustomerId,
+        channel: Channel,
+        requested: Option<&ConversationId>,
+    ) -> Option<ConversationId> {
+        if requested.is_some_and(|id| !self.conversations.contains_key(id)) {
+            return None;
         }
+        self.customer_target(customer, channel, requested.cloned(), unix_ms())
+            .ok()
+            .flatten()
+            .filter(|id| {
+                self.conversations
+                    .get(id)
+                    .is_some_and(|c| c.is_open() && c.record.status != ConversationStatus::New)
+            })
+    }
+
+    /// Whether an agent's send can be pipelined: the conversation is assigned to them and the answer hands
+    /// nothing to a connector's outbox.
+    fn pipelined_agent_send(&self, agent: &str, conversation: &ConversationId, body: &AgentBody) -> bool {
+        let on_connector = |channel| {
+            self.settings
+                .outbound
+                .as_ref()
+                .is_some_and(|o| o.handles(channel))
+        };
+        self.conversations.get(conversation).is_some_and(|c| {
+            c.assigned_to(agent)
+                && match body {
+                    AgentBody::Note(_) => true,
+                    AgentBody::Message(_, None) => !on_connector(c.record.channel),
+                    AgentBody::Message(_, Some(_)) => false,
+                }
+        })
     }
 
     /// Sends one append to the store now and keeps its answer's place in line.

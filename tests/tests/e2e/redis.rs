@@ -21,18 +21,24 @@ async fn readiness(gateway: &TestGateway) -> (u16, String) {
 /// A conversation with `lin` assigned; returns the agent, the customer and the conversation id.
 async fn assigned_conversation(gateway: &TestGateway) -> (Agent, Customer, String) {
     let mut lin = Agent::online(gateway, "lin").await;
+    let (customer, conversation) = new_customer_of(gateway, &mut lin).await;
+    (lin, customer, conversation)
+}
+
+/// A new customer whose first message `agent` takes; returns the customer and the conversation id.
+async fn new_customer_of(gateway: &TestGateway, agent: &mut Agent) -> (Customer, String) {
     let mut customer = Customer::start(gateway).await;
     let conversation = customer.say(None, "c-0", "hello").await["conversation_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    lin.take_next().await;
-    lin.next_message_in(&conversation).await;
+    agent.take_next().await;
+    agent.next_message_in(&conversation).await;
     customer
         .ws
         .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "conversation.assigned")
         .await;
-    (lin, customer, conversation)
+    (customer, conversation)
 }
 
 /// How long a client waits before retrying a send refused as `unavailable` (a client's backoff, not a wait
@@ -240,17 +246,7 @@ async fn sends_to_different_conversations_reach_redis_before_either_is_answered_
     })
     .await;
     let (mut lin, mut first, one) = assigned_conversation(&gateway).await;
-    let mut second = Customer::start(&gateway).await;
-    let two = second.say(None, "c-0", "hello").await["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    lin.take_next().await;
-    lin.next_message_in(&two).await;
-    second
-        .ws
-        .recv_until(|f| f["op"] == "event" && f["d"]["type"] == "conversation.assigned")
-        .await;
+    let (mut second, two) = new_customer_of(&gateway, &mut lin).await;
     let text = |conversation: &str, id: &str| json!({"conversation_id": conversation, "client_msg_id": id, "content": {"type": "text", "text": id}});
 
     gate.hold_replies();
