@@ -254,23 +254,21 @@ impl BusActor {
             let answer = self.pipeline.next_answer().await;
             self.finish_pipelined(answer).await;
         }
+        // Counted until its answer is finished (`finish_pipelined`), including the at-once answer below.
+        if let Some(conv) = self.conversations.get_mut(&id) {
+            conv.appends_in_flight += 1;
+        }
         let store = Arc::clone(&self.store);
-        let conversation = id.clone();
         let mut append: InFlight = Box::pin(async move {
             let stored = store.append(&id, event).await;
             Answer { stored, sent }
         });
-        let first = std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
-        let append = match first {
+        match std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await {
             // The embedded store answers at once: nothing to keep in line.
-            Poll::Ready(answer) if !self.pipeline.is_busy() => return self.finish_pipelined(answer).await,
-            Poll::Ready(answer) => Box::pin(std::future::ready(answer)),
-            Poll::Pending => append,
-        };
-        if let Some(conv) = self.conversations.get_mut(&conversation) {
-            conv.appends_in_flight += 1;
+            Poll::Ready(answer) if !self.pipeline.is_busy() => self.finish_pipelined(answer).await,
+            Poll::Ready(answer) => self.pipeline.push(Box::pin(std::future::ready(answer))),
+            Poll::Pending => self.pipeline.push(append),
         }
-        self.pipeline.push(append);
     }
 
     /// Takes answers until none of conversation `id`'s appends is in flight (answers come in order, so this
