@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::actor::BusActor;
 use super::{BusError, SendAck};
-use crate::store::{Actor, EventKind, Via};
+use crate::clock::unix_ms;
+use crate::store::{Actor, EventKind, NewEvent, Via};
 
 /// An agent's message that must leave through a channel connector.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +75,32 @@ pub struct ChannelInbound {
     /// Whether a new conversation enters routing now; `false` keeps it unrouted until a later message says so
     /// (a call in the IVR).
     pub route: bool,
+}
+
+/// The `channel.received` audit record of an inbound message stored as `message_id` (its raw payload and
+/// the provider's ids), keyed so a provider's retry stores it once.
+pub(super) fn received_event(
+    customer: CustomerId,
+    account: String,
+    message: InboundMessage,
+    message_id: MessageId,
+) -> NewEvent {
+    NewEvent {
+        at_ms: unix_ms(),
+        actor: Actor::Customer { id: customer },
+        idempotency_key: Some(format!("received:{}", message.dedupe_key)),
+        kind: EventKind::ChannelReceived {
+            message_id,
+            channel: message.channel,
+            account,
+            channel_account: message.channel_account,
+            from: message.from,
+            external_message_id: message.external_message_id,
+            dedupe_key: message.dedupe_key,
+            reply_capability: message.reply_capability,
+            raw: message.raw,
+        },
+    }
 }
 
 /// A change of an outbound message's delivery state.
@@ -150,22 +177,12 @@ impl BusActor {
             .await;
         let message_id = MessageId::parse(&ack.message_id)
             .map_err(|e| BusError::Unavailable(format!("stored message has no id: {e}")))?;
-        let key = format!("received:{}", message.dedupe_key);
+        let received = received_event(customer, account, message, message_id);
         self.append(
             &ack.conversation,
-            Actor::Customer { id: customer },
-            EventKind::ChannelReceived {
-                message_id,
-                channel: message.channel,
-                account,
-                channel_account: message.channel_account,
-                from: message.from,
-                external_message_id: message.external_message_id,
-                dedupe_key: message.dedupe_key,
-                reply_capability: message.reply_capability,
-                raw: message.raw,
-            },
-            Some(key),
+            received.actor,
+            received.kind,
+            received.idempotency_key,
         )
         .await?;
         Ok(ack)

@@ -1,6 +1,7 @@
-//! Appends in flight. A plain message to a conversation the bus already holds is sent to the store without
-//! waiting for its answer, so the round trips of a remote store (Redis) overlap instead of queueing behind
-//! each other. Nothing is acked or fanned out before the store answers.
+//! Appends in flight. A plain message to a conversation the bus already holds (a websocket send, or a
+//! provider's message with its `channel.received` record, appended one after the other by the same item) is
+//! sent to the store without waiting for its answer, so the round trips of a remote store (Redis) overlap
+//! instead of queueing behind each other. Nothing is acked or fanned out before the store answers.
 //!
 //! Order: a conversation has at most one append in flight; a second send to it first waits for the first's
 //! answer ([`BusActor::settle_conversation`]). So each conversation's events are numbered, acked and told in
@@ -11,9 +12,9 @@
 //! ack for a conversation with an append in flight (it is checked against the last numbered event).
 //!
 //! A pipelined send is checked when it is taken, and only what no pipelined answer can change is checked:
-//! the conversation is in memory, open and past `new` (a customer's), or assigned to the agent and not on a
-//! connector channel (an agent's; a WeChat or SMS reply goes to the outbox after its answer, which appends
-//! its delivery state, so it runs alone to keep the outbox in the agent's order).
+//! the conversation is in memory, open and past `new` (a customer's or a provider's message), or assigned to
+//! the agent and not on a connector channel (an agent's; a WeChat or SMS reply goes to the outbox after its
+//! answer, which appends its delivery state, so it runs alone to keep the outbox in the agent's order).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,12 +24,13 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId};
+use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId, Identity};
 
 use super::actor::{customer_message, BusActor};
-use super::{AgentBody, BusError, Command, Reply, Route, SendAck};
+use super::channel::received_event;
+use super::{AgentBody, BusError, ChannelInbound, Command, Reply, Route, SendAck};
 use crate::clock::unix_ms;
-use crate::store::{Actor, Appended, ConversationStatus, NewEvent, StoreError};
+use crate::store::{Actor, Appended, ConversationStatus, EventKind, NewEvent, StoreError};
 use crate::telemetry::metrics;
 
 /// Appends sent and not yet answered, at most; the next waits for the oldest answer.
@@ -48,6 +50,19 @@ pub(super) enum Sent {
         id: ConversationId,
         role: &'static str,
         route: Option<Route>,
+        reply: Reply<SendAck>,
+    },
+    /// A provider's message: the customer's message, then its `channel.received` record, appended one after
+    /// the other by the same item (`received` is the second append's answer, if it was sent).
+    Channel {
+        id: ConversationId,
+        actor: Actor,
+        content: Content,
+        from: Identity,
+        attributes: BTreeMap<String, String>,
+        route: bool,
+        /// Boxed: an answer is as large as a stored event, and the other sends have none.
+        received: Option<Box<Result<Appended, StoreError>>>,
         reply: Reply<SendAck>,
     },
 }
@@ -123,6 +138,9 @@ impl BusActor {
             } => self
                 .pipelined_agent_send(agent, conversation, body)
                 .then(|| conversation.clone()),
+            Command::ChannelInbound { inbound, .. } => {
+                self.pipelined_customer_target(&inbound.customer, inbound.message.channel, None)
+            }
             Command::Typing {
                 who,
                 conversation,
@@ -148,7 +166,9 @@ impl BusActor {
         };
         // Only what another send's answer cannot change was checked, so it still holds after this.
         self.settle_conversation(&id).await;
-        let (event, sent) = match command {
+        let store = Arc::clone(&self.store);
+        let conversation = id.clone();
+        let append: InFlight = match command {
             Command::CustomerSend {
                 customer,
                 client_msg_id,
@@ -171,7 +191,10 @@ impl BusActor {
                     attributes,
                     reply,
                 };
-                (event, sent)
+                Box::pin(async move {
+                    let stored = store.append(&conversation, event).await;
+                    Answer { stored, sent }
+                })
             }
             Command::AgentSend {
                 agent,
@@ -200,11 +223,58 @@ impl BusActor {
                     route: send.route,
                     reply,
                 };
-                (event, sent)
+                Box::pin(async move {
+                    let stored = store.append(&conversation, event).await;
+                    Answer { stored, sent }
+                })
+            }
+            Command::ChannelInbound { inbound, reply } => {
+                let ChannelInbound {
+                    customer,
+                    account,
+                    message,
+                    attributes,
+                    route,
+                    ..
+                } = inbound;
+                let (actor, kind, key) =
+                    customer_message(&customer, message.dedupe_key.clone(), &message.content);
+                let event = NewEvent {
+                    at_ms: unix_ms(),
+                    actor: actor.clone(),
+                    kind,
+                    idempotency_key: Some(key),
+                };
+                let mut sent = Sent::Channel {
+                    id: id.clone(),
+                    actor,
+                    content: message.content.clone(),
+                    from: message.from.clone(),
+                    attributes,
+                    route,
+                    received: None,
+                    reply,
+                };
+                Box::pin(async move {
+                    let stored = store.append(&conversation, event).await;
+                    // The record names the message as stored (a retry's is the original's).
+                    let stored_id = match &stored {
+                        Ok(appended) => match &appended.event().kind {
+                            EventKind::Message { message_id, .. } => Some(message_id.clone()),
+                            _ => None,
+                        },
+                        Err(_) => None,
+                    };
+                    if let (Some(message_id), Sent::Channel { received, .. }) = (stored_id, &mut sent) {
+                        let record = received_event(customer, account, message, message_id);
+                        *received = Some(Box::new(store.append(&conversation, record).await));
+                    }
+                    Answer { stored, sent }
+                })
             }
             other => return Some(other),
         };
-        self.send_pipelined(id, event, sent).await;
+        self.send_pipelined(id, append).await;
         None
     }
 
@@ -248,8 +318,9 @@ impl BusActor {
         })
     }
 
-    /// Sends one append to the store now and keeps its answer's place in line.
-    async fn send_pipelined(&mut self, id: ConversationId, event: NewEvent, sent: Sent) {
+    /// Sends `append` (the appends of one send, to conversation `id`) to the store now and keeps its
+    /// answer's place in line.
+    async fn send_pipelined(&mut self, id: ConversationId, mut append: InFlight) {
         if self.pipeline.queue().len() >= MAX_IN_FLIGHT {
             let answer = self.pipeline.next_answer().await;
             self.finish_pipelined(answer).await;
@@ -258,11 +329,6 @@ impl BusActor {
         if let Some(conv) = self.conversations.get_mut(&id) {
             conv.appends_in_flight += 1;
         }
-        let store = Arc::clone(&self.store);
-        let mut append: InFlight = Box::pin(async move {
-            let stored = store.append(&id, event).await;
-            Answer { stored, sent }
-        });
         match std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await {
             // The embedded store answers at once: nothing to keep in line.
             Poll::Ready(answer) if !self.pipeline.is_busy() => self.finish_pipelined(answer).await,
@@ -288,7 +354,7 @@ impl BusActor {
     /// Acks and fans out one answered append, as the unpipelined send would have.
     pub(super) async fn finish_pipelined(&mut self, answer: Answer) {
         let Answer { stored, sent } = answer;
-        let (Sent::Customer { id, .. } | Sent::Agent { id, .. }) = &sent;
+        let (Sent::Customer { id, .. } | Sent::Agent { id, .. } | Sent::Channel { id, .. }) = &sent;
         if let Some(conv) = self.conversations.get_mut(id) {
             conv.appends_in_flight = conv.appends_in_flight.saturating_sub(1);
         }
@@ -322,7 +388,57 @@ impl BusActor {
                 };
                 drop(reply.send(result));
             }
+            Sent::Channel {
+                id,
+                actor,
+                content,
+                from,
+                attributes,
+                route,
+                received,
+                reply,
+            } => {
+                let result = self
+                    .channel_message_stored(id, actor, stored, &content, from, attributes, route, received)
+                    .await;
+                drop(reply.send(result));
+            }
         }
+    }
+
+    /// What follows a provider's pipelined message, as `channel_inbound` does it: the message, the identity
+    /// it came from, its attributes, then its `channel.received` record.
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_message_stored(
+        &mut self,
+        id: ConversationId,
+        actor: Actor,
+        stored: Result<Appended, StoreError>,
+        content: &Content,
+        from: Identity,
+        attributes: BTreeMap<String, String>,
+        route: bool,
+        received: Option<Box<Result<Appended, StoreError>>>,
+    ) -> Result<SendAck, BusError> {
+        let appended = self.record_appended(&id, stored).await?;
+        let ack = self
+            .customer_message_stored(id, actor, appended, content, false, false)
+            .await?;
+        if let Some(conv) = self.conversations.get_mut(&ack.conversation) {
+            conv.identity.get_or_insert(from);
+        }
+        self.add_attributes_and_route(&ack.conversation, attributes, route)
+            .await;
+        let received = received.map_or_else(
+            || {
+                Err(StoreError::Corrupt(
+                    "stored message has no id for its channel record".to_owned(),
+                ))
+            },
+            |received| *received,
+        );
+        self.record_appended(&ack.conversation, received).await?;
+        Ok(ack)
     }
 
     /// Takes every answer still in flight, oldest first. Boxed: an answer's follow-up may append, and an

@@ -603,3 +603,80 @@ async fn an_agent_uploads_an_image_and_the_wechat_customer_gets_it_as_temporary_
     assert_eq!(delivery.last().unwrap()["reason"], "content_rejected");
     assert_eq!(fake.violations().await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn on_redis_two_users_pushing_at_once_into_open_conversations_are_stored_once_each_with_their_records()
+{
+    // A provider's message to a conversation the bus holds is pipelined like a websocket send: its message
+    // and its `channel.received` record are appended by one item, while other conversations' appends are
+    // in flight. Two users push at once, each retrying one push; every message is answered `success`,
+    // stored once with its record, in order, and reaches the agent once.
+    use omnigate_tests::RedisServer;
+
+    const OTHER: &str = "oGw_user_openid_000000000002";
+    const MESSAGES: u64 = 5;
+    let redis = RedisServer::start().await;
+    let fake = FakeWechat::start(WECHAT_APPID, WECHAT_SECRET).await;
+    let account = wechat_account(&fake);
+    let gateway = TestGateway::spawn_with_redis(&redis, move |config| {
+        config.channels.wechat.push(account);
+    })
+    .await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let users = [(OPENID, 24_300_000_000_000_100), (OTHER, 24_300_000_000_000_200)];
+    let mut conversations = Vec::new();
+    for (openid, first_id) in users {
+        let response = wechat_push(
+            &gateway,
+            "main",
+            &text_xml(openid, first_id, "hello", now_secs()),
+            Mode::Safe,
+            openid,
+        )
+        .await;
+        assert_eq!((response.status, response.body.as_str()), (200, "success"));
+        let offer = lin.ws.recv_until(|f| f["op"] == "offer").await;
+        let conversation = offer["d"]["conversation_id"].as_str().unwrap().to_owned();
+        lin.accept(&conversation).await;
+        lin.next_message_in(&conversation).await;
+        conversations.push(conversation);
+    }
+
+    let user_pushes = |openid: &'static str, first_id: u64| {
+        let gateway = &gateway;
+        async move {
+            for n in 1..=MESSAGES {
+                let xml = text_xml(openid, first_id + n, &format!("{openid} {n}"), now_secs());
+                // The third is pushed twice, as WeChat does when an answer is late.
+                for _ in 0..if n == 3 { 2 } else { 1 } {
+                    let response = wechat_push(gateway, "main", &xml, Mode::Safe, openid).await;
+                    assert_eq!((response.status, response.body.as_str()), (200, "success"));
+                }
+            }
+        }
+    };
+    tokio::join!(
+        user_pushes(users[0].0, users[0].1),
+        user_pushes(users[1].0, users[1].1)
+    );
+
+    for (conversation, (openid, _)) in conversations.iter().zip(users) {
+        for n in 1..=MESSAGES {
+            let delivered = lin.next_message_in(conversation).await;
+            assert_eq!(delivered["message"]["content"]["text"], format!("{openid} {n}"));
+        }
+        let events = agent_events(&gateway, "lin", conversation).await;
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gapless");
+        let texts: Vec<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "message.created")
+            .map(|e| e["message"]["content"]["text"].as_str().unwrap_or_default())
+            .collect();
+        let mut expected = vec!["hello".to_owned()];
+        expected.extend((1..=MESSAGES).map(|n| format!("{openid} {n}")));
+        assert_eq!(texts, expected, "each message once, in order");
+        let records = events.iter().filter(|e| e["type"] == "channel.received").count();
+        assert_eq!(records, expected.len(), "each message with its record");
+    }
+}
