@@ -74,9 +74,7 @@ pub(super) struct CustomerEntry {
 
 /// An agent's send, checked and ready to append.
 pub(super) struct AgentEvent {
-    pub(super) actor: Actor,
-    pub(super) kind: EventKind,
-    pub(super) key: String,
+    pub(super) event: NewEvent,
     pub(super) role: &'static str,
     pub(super) route: Option<super::Route>,
 }
@@ -129,12 +127,8 @@ pub(super) fn media_of(channel: Channel) -> Media {
     }
 }
 
-/// A customer's message event and its idempotency key.
-pub(super) fn customer_message(
-    customer: &CustomerId,
-    client_msg_id: String,
-    content: &Content,
-) -> (Actor, EventKind, String) {
+/// A customer's message event, keyed by its `client_msg_id`.
+pub(super) fn customer_message(customer: &CustomerId, client_msg_id: String, content: &Content) -> NewEvent {
     let key = format!("customer:{customer}:{client_msg_id}");
     let kind = EventKind::Message {
         message_id: MessageId::generate(),
@@ -142,7 +136,7 @@ pub(super) fn customer_message(
         content: content.clone(),
         via: None,
     };
-    (Actor::Customer { id: customer.clone() }, kind, key)
+    NewEvent::now(Actor::Customer { id: customer.clone() }, kind, Some(key))
 }
 
 impl BusActor {
@@ -520,12 +514,16 @@ impl BusActor {
         kind: EventKind,
         idempotency_key: Option<String>,
     ) -> Result<Appended, BusError> {
-        let event = NewEvent {
-            at_ms: unix_ms(),
-            actor,
-            kind,
-            idempotency_key,
-        };
+        self.append_event(id, NewEvent::now(actor, kind, idempotency_key))
+            .await
+    }
+
+    /// [`Self::append`] of an event already built.
+    pub(super) async fn append_event(
+        &mut self,
+        id: &ConversationId,
+        event: NewEvent,
+    ) -> Result<Appended, BusError> {
         // Pipelined appends were sent to the store before this one: they are told first, so everyone sees
         // each conversation's events in order.
         if self.pipeline.is_busy() {
@@ -632,9 +630,10 @@ impl BusActor {
             Some(id) => id,
             None => self.create_conversation(&customer, channel, queue).await?,
         };
-        let (actor, kind, key) = customer_message(&customer, client_msg_id, &content);
+        let event = customer_message(&customer, client_msg_id, &content);
+        let actor = event.actor.clone();
         let reopen = self.conversations.get(&id).is_some_and(|c| !c.is_open());
-        let appended = self.append(&id, actor.clone(), kind, Some(key)).await?;
+        let appended = self.append_event(&id, event).await?;
         self.customer_message_stored(id, actor, appended, &content, reopen, route)
             .await
     }
@@ -827,7 +826,7 @@ impl BusActor {
         body: AgentBody,
     ) -> Result<SendAck, BusError> {
         let send = self.agent_event(&agent, &id, client_msg_id, body)?;
-        let appended = self.append(&id, send.actor, send.kind, Some(send.key)).await?;
+        let appended = self.append_event(&id, send.event).await?;
         self.agent_message_stored(agent, id, appended, send.role, send.route)
             .await
     }
@@ -871,13 +870,12 @@ impl BusActor {
                 None,
             ),
         };
+        let actor = Actor::Agent {
+            id: agent.to_owned(),
+            name,
+        };
         Ok(AgentEvent {
-            actor: Actor::Agent {
-                id: agent.to_owned(),
-                name,
-            },
-            kind,
-            key,
+            event: NewEvent::now(actor, kind, Some(key)),
             role,
             route,
         })

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use super::actor::BusActor;
 use super::{BusError, SendAck};
-use crate::clock::unix_ms;
 use crate::store::{Actor, EventKind, NewEvent, Via};
 
 /// An agent's message that must leave through a channel connector.
@@ -85,11 +84,10 @@ pub(super) fn received_event(
     message: InboundMessage,
     message_id: MessageId,
 ) -> NewEvent {
-    NewEvent {
-        at_ms: unix_ms(),
-        actor: Actor::Customer { id: customer },
-        idempotency_key: Some(format!("received:{}", message.dedupe_key)),
-        kind: EventKind::ChannelReceived {
+    let key = format!("received:{}", message.dedupe_key);
+    NewEvent::now(
+        Actor::Customer { id: customer },
+        EventKind::ChannelReceived {
             message_id,
             channel: message.channel,
             account,
@@ -100,7 +98,8 @@ pub(super) fn received_event(
             reply_capability: message.reply_capability,
             raw: message.raw,
         },
-    }
+        Some(key),
+    )
 }
 
 /// A change of an outbound message's delivery state.
@@ -177,12 +176,9 @@ impl BusActor {
             .await;
         let message_id = MessageId::parse(&ack.message_id)
             .map_err(|e| BusError::Unavailable(format!("stored message has no id: {e}")))?;
-        let received = received_event(customer, account, message, message_id);
-        self.append(
+        self.append_event(
             &ack.conversation,
-            received.actor,
-            received.kind,
-            received.idempotency_key,
+            received_event(customer, account, message, message_id),
         )
         .await?;
         Ok(ack)

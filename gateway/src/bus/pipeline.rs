@@ -30,7 +30,7 @@ use super::actor::{customer_message, BusActor};
 use super::channel::received_event;
 use super::{AgentBody, BusError, ChannelInbound, Command, Reply, Route, SendAck};
 use crate::clock::unix_ms;
-use crate::store::{Actor, Appended, ConversationStatus, EventKind, NewEvent, StoreError};
+use crate::store::{Actor, Appended, ConversationStatus, EventKind, StoreError};
 use crate::telemetry::metrics;
 
 /// Appends sent and not yet answered, at most; the next waits for the oldest answer.
@@ -177,16 +177,10 @@ impl BusActor {
                 reply,
                 ..
             } => {
-                let (actor, kind, key) = customer_message(&customer, client_msg_id, &content);
-                let event = NewEvent {
-                    at_ms: unix_ms(),
-                    actor: actor.clone(),
-                    kind,
-                    idempotency_key: Some(key),
-                };
+                let event = customer_message(&customer, client_msg_id, &content);
                 let sent = Sent::Customer {
                     id: id.clone(),
-                    actor,
+                    actor: event.actor.clone(),
                     content,
                     attributes,
                     reply,
@@ -210,12 +204,7 @@ impl BusActor {
                         return None;
                     }
                 };
-                let event = NewEvent {
-                    at_ms: unix_ms(),
-                    actor: send.actor,
-                    kind: send.kind,
-                    idempotency_key: Some(send.key),
-                };
+                let event = send.event;
                 let sent = Sent::Agent {
                     agent,
                     id: id.clone(),
@@ -237,17 +226,10 @@ impl BusActor {
                     route,
                     ..
                 } = inbound;
-                let (actor, kind, key) =
-                    customer_message(&customer, message.dedupe_key.clone(), &message.content);
-                let event = NewEvent {
-                    at_ms: unix_ms(),
-                    actor: actor.clone(),
-                    kind,
-                    idempotency_key: Some(key),
-                };
+                let event = customer_message(&customer, message.dedupe_key.clone(), &message.content);
                 let mut sent = Sent::Channel {
                     id: id.clone(),
-                    actor,
+                    actor: event.actor.clone(),
                     content: message.content.clone(),
                     from: message.from.clone(),
                     attributes,

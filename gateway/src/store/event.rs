@@ -276,6 +276,18 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
 }
 
+impl NewEvent {
+    /// An event happening now.
+    pub fn now(actor: Actor, kind: EventKind, idempotency_key: Option<String>) -> NewEvent {
+        NewEvent {
+            at_ms: crate::clock::unix_ms(),
+            actor,
+            kind,
+            idempotency_key,
+        }
+    }
+}
+
 /// An event in the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
