@@ -8,7 +8,9 @@ use omnigate_gateway::{mint_agent_tokens, shutdown, telemetry, Gateway};
 
 /// mimalloc rather than the system allocator: a relayed message allocates a few dozen short-lived buffers
 /// (frames, events, ids), and glibc's malloc spent about 12% of the gateway's CPU on them
-/// (`docs/performance.md`, profile notes).
+/// (`docs/performance.md`, profile notes). Built without transparent huge pages (the workspace's `no_thp`): a
+/// heap of small objects gains little from them, and zeroing each fresh 2 MiB page at its first touch doubled
+/// the CPU per webhook on a virtual machine (`docs/performance.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
