@@ -1,6 +1,7 @@
 //! The embedded store: everything in process memory, so the binary runs alone.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -49,7 +50,7 @@ fn system_change() -> GraphChange {
 
 #[derive(Debug, Default)]
 struct Log {
-    events: ChunkedLog<StoredEvent>,
+    events: ChunkedLog<Arc<StoredEvent>>,
     /// `seq` of each customer-visible event, in order: entry `i` has `customer_seq = i + 1`.
     customer_index: Vec<u64>,
     idempotency: HashMap<String, u64>,
@@ -127,7 +128,7 @@ impl ContextStore for MemoryStore {
                 .get(key)
                 .and_then(|seq| log.events.get(*seq as usize - 1))
             {
-                return Ok(Appended::Duplicate(original.clone()));
+                return Ok(Appended::Duplicate(Arc::clone(original)));
             }
         }
         let seq = log.events.len() as u64 + 1;
@@ -141,14 +142,14 @@ impl ContextStore for MemoryStore {
         if let Some(key) = event.idempotency_key {
             log.idempotency.insert(key, seq);
         }
-        let stored = StoredEvent {
+        let stored = Arc::new(StoredEvent {
             seq,
             customer_seq,
             at_ms: event.at_ms,
             actor: event.actor,
             kind: event.kind,
-        };
-        log.events.push(stored.clone());
+        });
+        log.events.push(Arc::clone(&stored));
         Ok(Appended::New(stored))
     }
 
@@ -171,7 +172,7 @@ impl ContextStore for MemoryStore {
                     .events
                     .iter_from(usize::try_from(after).unwrap_or(usize::MAX))
                     .take(limit)
-                    .cloned()
+                    .map(|event| StoredEvent::clone(event))
                     .collect(),
                 last: log.events.len() as u64,
             },
@@ -181,7 +182,11 @@ impl ContextStore for MemoryStore {
                     .iter()
                     .skip(after as usize)
                     .take(limit)
-                    .filter_map(|seq| log.events.get(*seq as usize - 1).cloned())
+                    .filter_map(|seq| {
+                        log.events
+                            .get(*seq as usize - 1)
+                            .map(|event| StoredEvent::clone(event))
+                    })
                     .collect(),
                 last: log.customer_index.len() as u64,
             },
@@ -296,7 +301,9 @@ impl ContextStore for MemoryStore {
             if let Some(log) = self.logs.get(&id) {
                 for event in log.events.iter_from(0).rev().take(HISTORY_SCAN_EVENTS) {
                     match &event.kind {
-                        EventKind::Message { .. } if tail.len() < messages => tail.push(event.clone()),
+                        EventKind::Message { .. } if tail.len() < messages => {
+                            tail.push(StoredEvent::clone(event))
+                        }
                         EventKind::Closed { disposition: d } if disposition.is_none() => {
                             disposition = Some(d.clone());
                         }

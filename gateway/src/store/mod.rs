@@ -40,6 +40,7 @@ pub mod redis_scripts {
 use async_trait::async_trait;
 use omnigate_connectors::model::{Channel, ConversationId, CustomerId, Identity};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 pub use self::redis::{RedisSettings, RedisStore};
 pub use device::{Device, PushPlatform};
@@ -75,13 +76,14 @@ pub enum View {
     Customer,
 }
 
-/// The result of an append.
+/// The result of an append. The event is shared with the log that holds it (the embedded store keeps the same
+/// allocation), so answering an append copies no text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Appended {
     /// The event was new and is now in the log.
-    New(StoredEvent),
+    New(Arc<StoredEvent>),
     /// An event with the same idempotency key was appended before; this is it.
-    Duplicate(StoredEvent),
+    Duplicate(Arc<StoredEvent>),
 }
 
 impl Appended {

@@ -7,6 +7,7 @@
 //! read-only script. The key layout is in `docs/redis.md`.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -357,16 +358,16 @@ impl ContextStore for RedisStore {
         let (new, seq, customer_seq, original): (u8, u64, u64, Vec<u8>) =
             self.bounded("append", invocation.invoke_async(&mut conn)).await?;
         if new == 0 {
-            return Ok(Appended::Duplicate(decode_event(&original)?));
+            return Ok(Appended::Duplicate(Arc::new(decode_event(&original)?)));
         }
         // The hot path: the script returns only the numbers, the rest is what was sent.
-        Ok(Appended::New(StoredEvent {
+        Ok(Appended::New(Arc::new(StoredEvent {
             seq,
             customer_seq: (customer_seq > 0).then_some(customer_seq),
             at_ms: event.at_ms,
             actor: event.actor,
             kind: event.kind,
-        }))
+        })))
     }
 
     async fn events_after(
