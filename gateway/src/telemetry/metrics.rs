@@ -2,7 +2,12 @@
 //! `_total`; labels come from small fixed sets, never ids.
 #![allow(clippy::disallowed_macros)]
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use std::sync::OnceLock;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge,
+    Histogram,
+};
 
 const WS_CONNECTIONS: &str = "omnigate_ws_connections";
 const WS_FRAMES_RECEIVED: &str = "omnigate_ws_frames_received_total";
@@ -26,6 +31,38 @@ const RETENTION_SWEPT: &str = "omnigate_retention_swept_total";
 const BUS_CONVERSATIONS: &str = "omnigate_bus_conversations";
 const BUS_EVICTIONS: &str = "omnigate_bus_evictions_total";
 const BUS_APPENDS_IN_FLIGHT: &str = "omnigate_bus_appends_in_flight";
+
+/// Handles of the metrics touched for every relayed message, resolved once: the macros look a metric up in
+/// the recorder's registry (hashing its name and labels) at each call, which cost about 3% of the gateway's
+/// CPU per relayed message (`docs/performance.md`, profile notes).
+struct HotPath {
+    frames_customer: Counter,
+    frames_agent: Counter,
+    messages_customer: Counter,
+    messages_agent: Counter,
+    messages_note: Counter,
+    events_appended: Counter,
+    bus_command: Histogram,
+    appends_in_flight: Gauge,
+}
+
+/// Set once the process's recorder is installed (`telemetry::prometheus`); until then the macros are used, so
+/// no handle is ever resolved against the no-op recorder.
+static HOT_PATH: OnceLock<HotPath> = OnceLock::new();
+
+/// Resolves the hot path's handles against the recorder installed now.
+pub(crate) fn resolve_hot_path() {
+    HOT_PATH.get_or_init(|| HotPath {
+        frames_customer: counter!(WS_FRAMES_RECEIVED, "role" => "customer"),
+        frames_agent: counter!(WS_FRAMES_RECEIVED, "role" => "agent"),
+        messages_customer: counter!(MESSAGES, "sender" => "customer"),
+        messages_agent: counter!(MESSAGES, "sender" => "agent"),
+        messages_note: counter!(MESSAGES, "sender" => "note"),
+        events_appended: counter!(EVENTS_APPENDED),
+        bus_command: histogram!(BUS_COMMAND_SECONDS),
+        appends_in_flight: gauge!(BUS_APPENDS_IN_FLIGHT),
+    });
+}
 
 pub(crate) fn describe_all() {
     describe_counter!(
@@ -113,7 +150,10 @@ pub fn bus_conversations(count: usize) {
 
 /// The session bus has `count` appends sent to the store and not yet answered.
 pub fn bus_appends_in_flight(count: usize) {
-    gauge!(BUS_APPENDS_IN_FLIGHT).set(count as f64);
+    match HOT_PATH.get() {
+        Some(hot) => hot.appends_in_flight.set(count as f64),
+        None => gauge!(BUS_APPENDS_IN_FLIGHT).set(count as f64),
+    }
 }
 
 /// The session bus evicted `count` closed conversations.
@@ -134,17 +174,29 @@ pub fn ws_closed(role: &'static str, code: u16) {
 
 /// A frame arrived.
 pub fn ws_frame_received(role: &'static str) {
-    counter!(WS_FRAMES_RECEIVED, "role" => role).increment(1);
+    match (HOT_PATH.get(), role) {
+        (Some(hot), "customer") => hot.frames_customer.increment(1),
+        (Some(hot), "agent") => hot.frames_agent.increment(1),
+        _ => counter!(WS_FRAMES_RECEIVED, "role" => role).increment(1),
+    }
 }
 
 /// A message was stored.
 pub fn message_stored(sender: &'static str) {
-    counter!(MESSAGES, "sender" => sender).increment(1);
+    match (HOT_PATH.get(), sender) {
+        (Some(hot), "customer") => hot.messages_customer.increment(1),
+        (Some(hot), "agent") => hot.messages_agent.increment(1),
+        (Some(hot), "note") => hot.messages_note.increment(1),
+        _ => counter!(MESSAGES, "sender" => sender).increment(1),
+    }
 }
 
 /// An event was appended to a conversation log.
 pub fn event_appended() {
-    counter!(EVENTS_APPENDED).increment(1);
+    match HOT_PATH.get() {
+        Some(hot) => hot.events_appended.increment(1),
+        None => counter!(EVENTS_APPENDED).increment(1),
+    }
 }
 
 /// A retried send was answered from the idempotency record.
@@ -169,7 +221,10 @@ pub fn conversations_open(count: usize) {
 
 /// One bus command took `seconds`.
 pub fn bus_command(seconds: f64) {
-    histogram!(BUS_COMMAND_SECONDS).record(seconds);
+    match HOT_PATH.get() {
+        Some(hot) => hot.bus_command.record(seconds),
+        None => histogram!(BUS_COMMAND_SECONDS).record(seconds),
+    }
 }
 
 /// `count` events were replayed.

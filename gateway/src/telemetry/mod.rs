@@ -39,6 +39,7 @@ pub fn prometheus() -> PrometheusHandle {
             // Another recorder may already be installed (an embedding application); then ours only renders.
             drop(::metrics::set_global_recorder(recorder));
             metrics::describe_all();
+            metrics::resolve_hot_path();
             handle
         })
         .clone()
