@@ -207,7 +207,10 @@ fn summarize(args: &[String]) -> anyhow::Result<bool> {
         sections.push(("Relay, idle memory and churn", relay));
     }
     if let Some(webhooks) = report::webhooks_section(&groups) {
-        if !has_relay {
+        if has_relay {
+            // The report's own method covers its webhook runs: an earlier webhooks-only method goes.
+            sections.push(("Method of the webhook runs", String::new()));
+        } else {
             let method = method_text.replacen("## Method", "## Method of the webhook runs", 1);
             sections.push(("Method of the webhook runs", method));
         }

@@ -850,7 +850,7 @@ pub fn webhooks_section(groups: &[Group]) -> Option<String> {
 }
 
 /// Replaces (or appends) the level-2 sections named in `sections` in the markdown file at `path`, keeping
-/// every other section as it is.
+/// every other section as it is. A section given with an empty body is removed.
 ///
 /// # Errors
 /// When the file cannot be read or written.
@@ -868,6 +868,10 @@ pub fn replace_sections(path: &Path, title: &str, sections: &[(&str, String)]) -
         }
     }
     for (heading, body) in sections {
+        if body.is_empty() {
+            parts.retain(|(h, _)| h.as_deref() != Some(*heading));
+            continue;
+        }
         let body = if body.ends_with("\n\n") {
             body.clone()
         } else {
@@ -893,6 +897,34 @@ pub fn replace_sections(path: &Path, title: &str, sections: &[(&str, String)]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sections_are_replaced_added_and_removed_by_heading() {
+        let dir = std::env::temp_dir().join(format!("omnigate-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let doc = dir.join("performance.md");
+        std::fs::write(
+            &doc,
+            "# Performance\n\n## Method\n\nold\n\n## Router\n\nkept\n\n## Stale\n\ngone\n",
+        )
+        .unwrap();
+        replace_sections(
+            &doc,
+            "Performance",
+            &[
+                ("Method", "## Method\n\nnew".to_owned()),
+                ("Stale", String::new()),
+                ("Added", "## Added\n\nthere".to_owned()),
+            ],
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&doc).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            text,
+            "# Performance\n\n## Method\n\nnew\n\n## Router\n\nkept\n\n## Added\n\nthere\n"
+        );
+    }
 
     #[test]
     fn spread_takes_the_median_and_range() {
