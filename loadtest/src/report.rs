@@ -899,34 +899,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sections_are_replaced_added_and_removed_by_heading() {
-        let dir = std::env::temp_dir().join(format!("omnigate-report-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let doc = dir.join("performance.md");
-        std::fs::write(
-            &doc,
-            "# Performance\n\n## Method\n\nold\n\n## Router\n\nkept\n\n## Stale\n\ngone\n",
-        )
-        .unwrap();
-        replace_sections(
-            &doc,
-            "Performance",
-            &[
-                ("Method", "## Method\n\nnew".to_owned()),
-                ("Stale", String::new()),
-                ("Added", "## Added\n\nthere".to_owned()),
-            ],
-        )
-        .unwrap();
-        let text = std::fs::read_to_string(&doc).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(
-            text,
-            "# Performance\n\n## Method\n\nnew\n\n## Router\n\nkept\n\n## Added\n\nthere\n"
-        );
-    }
-
-    #[test]
     fn spread_takes_the_median_and_range() {
         let s = Spread::of([3.0, 1.0, 2.0, 10.0, 4.0]);
         assert_eq!((s.median, s.min, s.max, s.n), (3.0, 1.0, 10.0, 5));

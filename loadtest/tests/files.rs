@@ -50,13 +50,13 @@ fn samples_cpu_and_memory_of_this_process() {
 }
 
 #[test]
-fn replacing_a_section_keeps_the_others() {
+fn replacing_a_section_keeps_the_others_and_an_empty_one_removes_it() {
     let dir = std::env::temp_dir().join(format!("omnigate-loadtest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("performance.md");
     std::fs::write(
         &path,
-        "# Performance\n\n## Router\n\nrouter text\n\n## Method\n\nold\n",
+        "# Performance\n\n## Router\n\nrouter text\n\n## Method\n\nold\n\n## Stale\n\ngone\n",
     )
     .unwrap();
     replace_sections(
@@ -64,6 +64,7 @@ fn replacing_a_section_keeps_the_others() {
         "Performance",
         &[
             ("Method", "## Method\n\nnew\n".to_owned()),
+            ("Stale", String::new()),
             ("Relay", "## Relay\n\nfigures\n".to_owned()),
         ],
     )
@@ -73,6 +74,9 @@ fn replacing_a_section_keeps_the_others() {
         text.contains("router text") && text.contains("new") && !text.contains("old"),
         "{text}"
     );
+    // A section given with an empty body is removed, heading and all, leaving no blank run behind.
+    assert!(!text.contains("## Stale") && !text.contains("gone"), "{text}");
+    assert!(!text.contains("\n\n\n"), "{text:?}");
     assert!(text.find("## Router").unwrap() < text.find("## Method").unwrap());
     assert!(text.trim_end().ends_with("figures"));
     std::fs::remove_dir_all(dir).unwrap();
