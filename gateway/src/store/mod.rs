@@ -37,10 +37,11 @@ pub mod redis_scripts {
     pub const PAGE_LUA: &str = super::redis::PAGE_LUA;
 }
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use omnigate_connectors::model::{Channel, ConversationId, CustomerId, Identity};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 pub use self::redis::{RedisSettings, RedisStore};
 pub use device::{Device, PushPlatform};
