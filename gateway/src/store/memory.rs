@@ -9,6 +9,7 @@ use omnigate_connectors::model::{ConversationId, CustomerId, Identity};
 use tokio::sync::Mutex;
 
 use super::chunked::ChunkedLog;
+use super::idempotency::IdempotencyIndex;
 use super::memory_graph::Graph;
 use super::{
     Appended, AuditEntry, ContextStore, ConversationHistory, ConversationRecord, ConversationStatus,
@@ -53,7 +54,7 @@ struct Log {
     events: ChunkedLog<Arc<StoredEvent>>,
     /// `seq` of each customer-visible event, in order: entry `i` has `customer_seq = i + 1`.
     customer_index: Vec<u64>,
-    idempotency: HashMap<String, u64>,
+    idempotency: IdempotencyIndex,
 }
 
 impl MemoryStore {
@@ -122,11 +123,15 @@ impl ContextStore for MemoryStore {
             Some(log) => log,
             None => self.logs.entry(conversation.clone()).or_default(),
         };
-        if let Some(key) = &event.idempotency_key {
+        let key_hash = event
+            .idempotency_key
+            .as_deref()
+            .map(|key| log.idempotency.hash(key));
+        if let (Some(key), Some(hash)) = (&event.idempotency_key, key_hash) {
             if let Some(original) = log
                 .idempotency
-                .get(key)
-                .and_then(|seq| log.events.get(*seq as usize - 1))
+                .get(hash, key)
+                .and_then(|seq| log.events.get(seq as usize - 1))
             {
                 return Ok(Appended::Duplicate(Arc::clone(original)));
             }
@@ -139,8 +144,8 @@ impl ContextStore for MemoryStore {
         if customer_seq.is_some() {
             log.customer_index.push(seq);
         }
-        if let Some(key) = event.idempotency_key {
-            log.idempotency.insert(key, seq);
+        if let (Some(key), Some(hash)) = (event.idempotency_key, key_hash) {
+            log.idempotency.insert(hash, key, seq);
         }
         let stored = Arc::new(StoredEvent {
             seq,

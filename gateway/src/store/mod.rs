@@ -9,6 +9,7 @@
 //! - `device.rs`: app devices registered for push
 //! - `graph.rs`: the identity graph's records (links, merges, audit, erasure report, history)
 //! - `memory.rs`: the embedded backend (default)
+//! - `idempotency.rs`: the embedded backend's idempotency index of a conversation
 //! - `profile.rs`: the customer profile record
 //! - `retention.rs`: TTLs per kind of data and the embedded backend's sweeper
 //! - `redis.rs`: the Redis backend, shared by several gateway processes (`docs/redis.md`)
@@ -19,6 +20,7 @@ mod chunked;
 mod device;
 mod event;
 mod graph;
+mod idempotency;
 mod memory;
 mod memory_graph;
 mod profile;
