@@ -231,6 +231,17 @@ async fn the_session_endpoint_lists_conversations_and_refreshes_tokens() {
     assert_eq!(unknown.status, 401);
     assert_eq!(unknown.json()["error"]["code"], "unauthorized");
     assert!(unknown.header("x-request-id").is_some_and(|id| !id.is_empty()));
+    // A caller's own request id is kept, so its logs and ours name the same request.
+    let traced = http_request(
+        gateway.public,
+        "POST",
+        "/chat/v1/sessions",
+        &[("x-request-id", "caller-req-7")],
+        br#"{"widget_key":"nope-nope"}"#,
+    )
+    .await;
+    assert_eq!(traced.status, 401);
+    assert_eq!(traced.header("x-request-id"), Some("caller-req-7"));
     let malformed = http_request(gateway.public, "POST", "/chat/v1/sessions", &[], b"{oops").await;
     assert_eq!(malformed.status, 400);
 
