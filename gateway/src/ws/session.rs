@@ -305,10 +305,15 @@ impl Session {
         }
         let limits = self.state.settings.limits.clone();
         let heartbeat = Duration::from_millis(limits.heartbeat_ms * 2);
-        let mut silence_deadline = Instant::now() + heartbeat;
-        let mut bucket = TokenBucket::new(limits.frames_per_second, limits.frame_burst, Instant::now());
+        let started = Instant::now();
+        let mut silence_deadline = started + heartbeat;
+        let mut bucket = TokenBucket::new(limits.frames_per_second, limits.frame_burst, started);
         let mut strikes = 0u32;
         let ingress = self.state.shutdown.ingress().clone();
+        // One timer for the session, not one per frame: a timer made inside the loop is registered and
+        // unregistered again at every frame. A frame only moves `silence_deadline`; the timer catches up with
+        // it when it fires. Boxed, so the live loop's future stays as small as it was (idle memory).
+        let mut silence = Box::pin(sleep_until(silence_deadline));
         loop {
             match self.flush_ready(&mut rx).await {
                 Ok(None) => {}
@@ -318,7 +323,13 @@ impl Session {
             tokio::select! {
                 () = ingress.cancelled() => return self.close(close::RESTART, "server restarting").await,
                 () = overflow.cancelled() => return self.close(close::TRY_AGAIN_LATER, "too far behind; resume").await,
-                () = sleep_until(silence_deadline) => return self.close(close::PROTOCOL, "heartbeat timeout").await,
+                () = &mut silence => {
+                    if Instant::now() < silence_deadline {
+                        silence.as_mut().reset(silence_deadline);
+                        continue;
+                    }
+                    return self.close(close::PROTOCOL, "heartbeat timeout").await;
+                }
                 item = rx.recv() => {
                     let Some(item) = item else { return self.close(close::RESTART, "session bus stopped").await };
                     match self.deliver(*item).await {
@@ -328,7 +339,8 @@ impl Session {
                     }
                 }
                 message = stream.next() => {
-                    silence_deadline = Instant::now() + heartbeat;
+                    let now = Instant::now();
+                    silence_deadline = now + heartbeat;
                     let text = match message {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(_))) => {
@@ -348,7 +360,7 @@ impl Session {
                         }
                     };
                     metrics::ws_frame_received(self.role.label());
-                    if !bucket.allow(Instant::now()) {
+                    if !bucket.allow(now) {
                         strikes += 1;
                         metrics::input_rejected("rate_limited");
                         if strikes >= limits.rate_limit_strikes {

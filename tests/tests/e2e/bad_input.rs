@@ -1,5 +1,7 @@
 //! Bad input gets the documented error frame or close code; the server and other connections carry on.
 
+use std::time::{Duration, Instant};
+
 use omnigate_tests::{Agent, Customer, TestGateway, WsClient};
 use serde_json::json;
 
@@ -143,6 +145,28 @@ async fn silence_past_two_heartbeats_and_a_missing_hello_close_with_4000() {
     assert_eq!(silent.ws.expect_close().await, 4000);
     let mut mute = WsClient::connect(&gateway.ws_url("/chat/v1/ws")).await;
     assert_eq!(mute.expect_close().await, 4000);
+}
+
+#[tokio::test]
+async fn frames_keep_a_connection_alive_past_many_heartbeat_timeouts_until_they_stop() {
+    let gateway = TestGateway::spawn_with(|c| c.limits.heartbeat_ms = 150).await;
+    let mut chatty = Customer::start(&gateway).await;
+    // The session closes after 300 ms of silence; pings every 40 ms for 1.2 s keep moving that deadline, and
+    // the session's one timer, firing at an old deadline, must wait for the new one instead of closing.
+    let started = Instant::now();
+    let mut last_ping = started;
+    while started.elapsed() < Duration::from_millis(1_200) {
+        last_ping = Instant::now();
+        chatty.ws.send_op("ping", json!(null)).await;
+        assert_eq!(chatty.ws.recv_op("pong").await["op"], "pong");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert_eq!(chatty.ws.expect_close().await, 4000);
+    let silent_for = last_ping.elapsed();
+    assert!(
+        silent_for >= Duration::from_millis(290),
+        "closed {silent_for:?} after the last ping"
+    );
 }
 
 #[tokio::test]
