@@ -1,9 +1,10 @@
 //! Bad input gets the documented error frame or close code; the server and other connections carry on.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use omnigate_tests::{Agent, Customer, TestGateway, WsClient};
 use serde_json::json;
+use tokio::time::Instant;
 
 async fn error_code(ws: &mut WsClient) -> String {
     let frame = ws.recv_until(|f| f["op"] == "error").await;
