@@ -42,6 +42,14 @@ impl WsClient {
         self.ws.send(Message::text(text)).await.expect("send");
     }
 
+    /// Sends several texts in one write to the socket, as a client with several frames in flight may.
+    pub async fn send_texts_at_once(&mut self, texts: &[String]) {
+        for text in texts {
+            self.ws.feed(Message::text(text.as_str())).await.expect("send");
+        }
+        self.ws.flush().await.expect("flush");
+    }
+
     /// Sends raw bytes as a binary frame.
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws.send(Message::binary(bytes)).await.expect("send");

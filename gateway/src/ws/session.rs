@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use omnigate_connectors::model::{ConversationId, CustomerId};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Duration, Instant};
@@ -42,6 +42,22 @@ impl Role {
 
 /// Most queued items delivered before a flush.
 const FLUSH_BATCH: usize = 64;
+
+/// Most frames already read from the socket handled before a flush.
+const READ_BATCH: usize = 16;
+
+/// The live loop's limits on what the client sends.
+struct Input {
+    /// Silence allowed before the session is closed (two heartbeats).
+    heartbeat: Duration,
+    /// When the session closes unless a frame arrives first.
+    silence_deadline: Instant,
+    bucket: TokenBucket,
+    /// Frames refused by the rate limit so far.
+    strikes: u32,
+    /// Refusals after which the connection is closed.
+    strike_limit: u32,
+}
 
 /// The socket could not be written; the session ends.
 #[derive(Debug)]
@@ -268,13 +284,24 @@ impl Session {
         &mut self,
         rx: &mut mpsc::Receiver<Box<Outbound>>,
     ) -> Result<Option<(u16, &'static str)>, Gone> {
+        if let Some(close) = self.deliver_ready(rx).await? {
+            return Ok(Some(close));
+        }
+        self.sink.flush().await.map_err(|_| Gone)?;
+        Ok(None)
+    }
+
+    /// Delivers what the bus has already queued, at most [`FLUSH_BATCH`] items, without writing it out.
+    async fn deliver_ready(
+        &mut self,
+        rx: &mut mpsc::Receiver<Box<Outbound>>,
+    ) -> Result<Option<(u16, &'static str)>, Gone> {
         for _ in 0..FLUSH_BATCH {
             let Ok(item) = rx.try_recv() else { break };
             if let Some(close) = self.deliver(*item).await? {
                 return Ok(Some(close));
             }
         }
-        self.sink.flush().await.map_err(|_| Gone)?;
         Ok(None)
     }
 
@@ -303,29 +330,33 @@ impl Session {
                 return 1006;
             }
         }
-        let limits = self.state.settings.limits.clone();
-        let heartbeat = Duration::from_millis(limits.heartbeat_ms * 2);
+        let limits = &self.state.settings.limits;
         let started = Instant::now();
-        let mut silence_deadline = started + heartbeat;
-        let mut bucket = TokenBucket::new(limits.frames_per_second, limits.frame_burst, started);
-        let mut strikes = 0u32;
+        let mut input = Input {
+            heartbeat: Duration::from_millis(limits.heartbeat_ms * 2),
+            silence_deadline: started,
+            bucket: TokenBucket::new(limits.frames_per_second, limits.frame_burst, started),
+            strikes: 0,
+            strike_limit: limits.rate_limit_strikes,
+        };
+        input.silence_deadline += input.heartbeat;
         let ingress = self.state.shutdown.ingress().clone();
         // One timer for the session, not one per frame: a timer made inside the loop is registered and
         // unregistered again at every frame. A frame only moves `silence_deadline`; the timer catches up with
         // it when it fires. Boxed, so the live loop's future stays as small as it was (idle memory).
-        let mut silence = Box::pin(sleep_until(silence_deadline));
+        let mut silence = Box::pin(sleep_until(input.silence_deadline));
         loop {
             match self.flush_ready(&mut rx).await {
                 Ok(None) => {}
                 Ok(Some((code, reason))) => return self.close(code, reason).await,
                 Err(Gone) => return 1006,
             }
-            tokio::select! {
+            let mut read = tokio::select! {
                 () = ingress.cancelled() => return self.close(close::RESTART, "server restarting").await,
                 () = overflow.cancelled() => return self.close(close::TRY_AGAIN_LATER, "too far behind; resume").await,
                 () = &mut silence => {
-                    if Instant::now() < silence_deadline {
-                        silence.as_mut().reset(silence_deadline);
+                    if Instant::now() < input.silence_deadline {
+                        silence.as_mut().reset(input.silence_deadline);
                         continue;
                     }
                     return self.close(close::PROTOCOL, "heartbeat timeout").await;
@@ -333,52 +364,78 @@ impl Session {
                 item = rx.recv() => {
                     let Some(item) = item else { return self.close(close::RESTART, "session bus stopped").await };
                     match self.deliver(*item).await {
-                        Ok(None) => {}
+                        Ok(None) => continue,
                         Ok(Some((code, reason))) => return self.close(code, reason).await,
                         Err(Gone) => return 1006,
                     }
                 }
-                message = stream.next() => {
-                    let now = Instant::now();
-                    silence_deadline = now + heartbeat;
-                    let text = match message {
-                        Some(Ok(Message::Text(text))) => text,
-                        Some(Ok(Message::Binary(_))) => {
-                            metrics::input_rejected("binary_frame");
-                            tracing::warn!("binary frame refused");
-                            if self.send(protocol::error(None, "invalid_frame", "binary frames are not supported")).await.is_err() {
-                                return 1006;
-                            }
-                            continue;
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Close(_))) | None => return 1000,
-                        Some(Err(error)) => {
-                            metrics::input_rejected("frame_error");
-                            tracing::warn!(%error, "websocket read failed");
-                            return self.close(close::TOO_BIG, "frame too large or malformed").await;
-                        }
-                    };
-                    metrics::ws_frame_received(self.role.label());
-                    if !bucket.allow(now) {
-                        strikes += 1;
-                        metrics::input_rejected("rate_limited");
-                        if strikes >= limits.rate_limit_strikes {
-                            tracing::warn!(strikes, "closing a flooding connection");
-                            return self.close(close::RATE_LIMITED, "rate limited").await;
-                        }
-                        if self.send(protocol::error(None, "rate_limited", "too many frames; slow down")).await.is_err() {
-                            return 1006;
-                        }
-                        continue;
-                    }
-                    // Boxed: a client op's future is large and short-lived; the idle loop should not carry it.
-                    if Box::pin(self.handle_text(text.as_str())).await.is_err() {
-                        return 1006;
-                    }
+                read = stream.next() => read,
+            };
+            // Frames that arrived together are handled together, and what they caused leaves in one write at the
+            // next flush (a client with several frames in flight otherwise costs a write per frame). What the
+            // bus queued for one frame is delivered before the next frame is handled: the order on the socket
+            // is the one an immediate flush would have given.
+            for handled in 1..=READ_BATCH {
+                if let Some(code) = self.on_read(read, &mut input).await {
+                    return code;
+                }
+                if handled == READ_BATCH {
+                    break;
+                }
+                match self.deliver_ready(&mut rx).await {
+                    Ok(None) => {}
+                    Ok(Some((code, reason))) => return self.close(code, reason).await,
+                    Err(Gone) => return 1006,
+                }
+                match stream.next().now_or_never() {
+                    Some(next) => read = next,
+                    None => break,
                 }
             }
         }
+    }
+
+    /// Handles one read from the socket: a frame, or the end of the stream. Answers the code the session
+    /// ended with, if it did.
+    async fn on_read(
+        &mut self,
+        read: Option<Result<Message, axum::Error>>,
+        input: &mut Input,
+    ) -> Option<u16> {
+        let now = Instant::now();
+        input.silence_deadline = now + input.heartbeat;
+        let text = match read {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                metrics::input_rejected("binary_frame");
+                tracing::warn!("binary frame refused");
+                let refusal = protocol::error(None, "invalid_frame", "binary frames are not supported");
+                return self.send(refusal).await.err().map(|Gone| 1006);
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return None,
+            Some(Ok(Message::Close(_))) | None => return Some(1000),
+            Some(Err(error)) => {
+                metrics::input_rejected("frame_error");
+                tracing::warn!(%error, "websocket read failed");
+                return Some(self.close(close::TOO_BIG, "frame too large or malformed").await);
+            }
+        };
+        metrics::ws_frame_received(self.role.label());
+        if !input.bucket.allow(now) {
+            input.strikes += 1;
+            metrics::input_rejected("rate_limited");
+            if input.strikes >= input.strike_limit {
+                tracing::warn!(strikes = input.strikes, "closing a flooding connection");
+                return Some(self.close(close::RATE_LIMITED, "rate limited").await);
+            }
+            let refusal = protocol::error(None, "rate_limited", "too many frames; slow down");
+            return self.send(refusal).await.err().map(|Gone| 1006);
+        }
+        // Boxed: a client op's future is large and short-lived; the idle loop should not carry it.
+        Box::pin(self.handle_text(text.as_str()))
+            .await
+            .err()
+            .map(|Gone| 1006)
     }
 
     /// Delivers one item from the bus; returns a close code when the bus asks to close.

@@ -50,6 +50,72 @@ async fn customer_to_agent_and_back_through_offer_and_accept() {
 }
 
 #[tokio::test]
+async fn frames_that_arrive_in_one_write_are_each_answered_and_relayed_in_order() {
+    let gateway = TestGateway::spawn().await;
+    let mut lin = Agent::online(&gateway, "lin").await;
+    let mut customer = Customer::start(&gateway).await;
+    let hello = customer.say(None, "c-0", "hello").await;
+    let conversation = hello["conversation_id"].as_str().unwrap().to_owned();
+    let hello_seq = hello["seq"].as_u64().unwrap();
+    let offered = lin.next_offer().await;
+    lin.accept(&offered).await;
+    assert_eq!(
+        lin.next_message_in(&conversation).await["message"]["content"]["text"],
+        "hello"
+    );
+
+    // More frames than the session handles between two flushes, a ping among them, all in one write.
+    let count = 30;
+    let mut frames: Vec<String> = (1..=count)
+        .map(|k| {
+            json!({"op": "message.send", "ref": format!("b{k}"), "d": {
+                "conversation_id": conversation,
+                "client_msg_id": format!("c-{k}"),
+                "content": {"type": "text", "text": format!("m-{k}")},
+            }})
+            .to_string()
+        })
+        .collect();
+    frames.insert(20, json!({"op": "ping", "ref": "p"}).to_string());
+    customer.ws.send_texts_at_once(&frames).await;
+
+    // Each frame's answer comes in the order sent, and what the bus sent for one message (its echo) comes
+    // before the next message's ack, as when every frame was answered with a write of its own.
+    let mut acked = Vec::new();
+    let mut order = Vec::new();
+    let mut pong_after = None;
+    while order.len() < 2 * count {
+        let frame = customer.ws.recv().await;
+        let seq = frame["d"]["seq"].as_u64();
+        match frame["op"].as_str() {
+            Some("message.ack") => {
+                assert_eq!(frame["ref"], format!("b{}", acked.len() + 1), "{frame}");
+                acked.push(seq.unwrap());
+                order.push(("ack", seq.unwrap()));
+            }
+            Some("pong") => pong_after = Some(acked.len()),
+            Some("event") if frame["d"]["type"] == "message.created" && seq > Some(hello_seq) => {
+                order.push(("echo", seq.unwrap()));
+            }
+            _ => {}
+        }
+    }
+    assert!(acked.windows(2).all(|w| w[0] < w[1]), "{acked:?}");
+    let interleaved: Vec<_> = acked
+        .iter()
+        .flat_map(|&seq| [("ack", seq), ("echo", seq)])
+        .collect();
+    assert_eq!(order, interleaved);
+    assert_eq!(pong_after, Some(20));
+    for k in 1..=count {
+        assert_eq!(
+            lin.next_message_in(&conversation).await["message"]["content"]["text"],
+            format!("m-{k}")
+        );
+    }
+}
+
+#[tokio::test]
 async fn notes_typing_read_and_close_are_shown_to_the_right_side_only() {
     let gateway = TestGateway::spawn().await;
     let mut lin = Agent::online(&gateway, "lin").await;
