@@ -123,14 +123,12 @@ impl ContextStore for MemoryStore {
             Some(log) => log,
             None => self.logs.entry(conversation.clone()).or_default(),
         };
-        let key_hash = event
-            .idempotency_key
-            .as_deref()
-            .map(|key| log.idempotency.hash(key));
-        if let (Some(key), Some(hash)) = (&event.idempotency_key, key_hash) {
+        // The key is hashed once, for the lookup and the insert.
+        let keyed = event.idempotency_key.map(|key| (log.idempotency.hash(&key), key));
+        if let Some((hash, key)) = &keyed {
             if let Some(original) = log
                 .idempotency
-                .get(hash, key)
+                .get(*hash, key)
                 .and_then(|seq| log.events.get(seq as usize - 1))
             {
                 return Ok(Appended::Duplicate(Arc::clone(original)));
@@ -144,7 +142,7 @@ impl ContextStore for MemoryStore {
         if customer_seq.is_some() {
             log.customer_index.push(seq);
         }
-        if let (Some(key), Some(hash)) = (event.idempotency_key, key_hash) {
+        if let Some((hash, key)) = keyed {
             log.idempotency.insert(hash, key, seq);
         }
         let stored = Arc::new(StoredEvent {

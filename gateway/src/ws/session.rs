@@ -332,14 +332,14 @@ impl Session {
         }
         let limits = &self.state.settings.limits;
         let started = Instant::now();
+        let heartbeat = Duration::from_millis(limits.heartbeat_ms * 2);
         let mut input = Input {
-            heartbeat: Duration::from_millis(limits.heartbeat_ms * 2),
-            silence_deadline: started,
+            heartbeat,
+            silence_deadline: started + heartbeat,
             bucket: TokenBucket::new(limits.frames_per_second, limits.frame_burst, started),
             strikes: 0,
             strike_limit: limits.rate_limit_strikes,
         };
-        input.silence_deadline += input.heartbeat;
         let ingress = self.state.shutdown.ingress().clone();
         // One timer for the session, not one per frame: a timer made inside the loop is registered and
         // unregistered again at every frame. A frame only moves `silence_deadline`; the timer catches up with
