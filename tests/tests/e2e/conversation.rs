@@ -57,8 +57,7 @@ async fn frames_that_arrive_in_one_write_are_each_answered_and_relayed_in_order(
     let hello = customer.say(None, "c-0", "hello").await;
     let conversation = hello["conversation_id"].as_str().unwrap().to_owned();
     let hello_seq = hello["seq"].as_u64().unwrap();
-    let offered = lin.next_offer().await;
-    lin.accept(&offered).await;
+    assert_eq!(lin.take_next().await, conversation);
     assert_eq!(
         lin.next_message_in(&conversation).await["message"]["content"]["text"],
         "hello"
