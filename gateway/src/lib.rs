@@ -18,7 +18,7 @@
 //! - `protocol/`: frames of chat protocol v1 and the agent protocol
 //! - `ws/`: websocket sessions with their limits
 //! - `http/`: REST endpoints, the admin listener, `ApiError`
-//! - `auth.rs`: tokens; `clock.rs`: time; `telemetry/`: logs and metrics
+//! - `auth.rs`: tokens; `clock.rs`: time; `telemetry/`: logs and metrics; `id_map.rs`: maps keyed by our own ids
 
 pub mod app;
 pub mod auth;
@@ -28,6 +28,7 @@ pub mod cli;
 pub mod clock;
 pub mod customers;
 pub mod http;
+mod id_map;
 pub mod protocol;
 pub mod shutdown;
 mod startup;

@@ -1,7 +1,7 @@
 //! The bus actor: owns routing and conversation state; every command runs to completion before the next,
 //! except that plain message sends overlap their store round trips (`pipeline.rs`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use omnigate_connectors::model::{Channel, Content, ConversationId, CustomerId, MessageId};
@@ -16,6 +16,7 @@ use super::{
     SendAck,
 };
 use crate::clock::{unix_ms, RouterClock};
+use crate::id_map::IdMap;
 use crate::protocol::{self, TransferTo};
 use crate::shutdown::Shutdown;
 use crate::store::{
@@ -85,9 +86,9 @@ pub(super) struct BusActor {
     pub(super) router: Router,
     pub(super) clock: RouterClock,
     pub(super) store: Arc<dyn ContextStore>,
-    pub(super) agents: HashMap<String, AgentEntry>,
-    pub(super) customers: HashMap<CustomerId, CustomerEntry>,
-    pub(super) conversations: HashMap<ConversationId, Conversation>,
+    pub(super) agents: IdMap<String, AgentEntry>,
+    pub(super) customers: IdMap<CustomerId, CustomerEntry>,
+    pub(super) conversations: IdMap<ConversationId, Conversation>,
     pub(super) queued: BTreeSet<ConversationId>,
     /// Conversations not closed, for the gauge.
     open_conversations: usize,
@@ -164,8 +165,8 @@ impl BusActor {
             clock: RouterClock::start(),
             store,
             agents,
-            customers: HashMap::new(),
-            conversations: HashMap::new(),
+            customers: IdMap::default(),
+            conversations: IdMap::default(),
             queued: BTreeSet::new(),
             open_conversations: 0,
             positions_due: None,

@@ -17,18 +17,19 @@ use super::{
     NewEvent, PushPlatform, Retention, StoreError, StoredEvent, Swept, View, HISTORY_SCAN_EVENTS,
 };
 use crate::clock::unix_ms;
+use crate::id_map::IdDashMap;
 
 /// In-memory [`ContextStore`].
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    logs: DashMap<ConversationId, Log>,
-    conversations: DashMap<ConversationId, ConversationRecord>,
+    logs: IdDashMap<ConversationId, Log>,
+    conversations: IdDashMap<ConversationId, ConversationRecord>,
     /// Identities, customers, merges and the audit log, changed under one lock.
     graph: Mutex<Graph>,
     /// Devices by owner, and each device's owner; both change under the `devices` lock.
     devices: Mutex<Devices>,
     /// Profiles with the unix ms of their last save.
-    profiles: DashMap<CustomerId, (CustomerProfile, u64)>,
+    profiles: IdDashMap<CustomerId, (CustomerProfile, u64)>,
     retention: Retention,
     /// Unfinished channel work (kept CTI events, outbox jobs) by inbox and key.
     held: DashMap<(Inbox, String), String>,

@@ -1,6 +1,5 @@
 //! One websocket session: `hello` → `ready` → replay → live loop → close.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -18,6 +17,7 @@ use crate::auth::{self, TokenError};
 use crate::bus::{ConnectionHandle, Outbound, Participant};
 use crate::clock::unix_ms;
 use crate::http::AppState;
+use crate::id_map::IdMap;
 use crate::protocol::{self, close, parse_frame, ClientOp, FrameText, Resume};
 use crate::store::{EventKind, View};
 use crate::telemetry::metrics;
@@ -74,7 +74,7 @@ pub(super) struct Session {
     pub(super) app_id: Option<String>,
     sink: SplitSink<WebSocket, Message>,
     /// Last position delivered per conversation, in this session's view.
-    cursors: HashMap<ConversationId, u64>,
+    cursors: IdMap<ConversationId, u64>,
 }
 
 /// Runs one socket to its end. `admission` is `None` when a connection cap was hit: the socket is closed
@@ -235,7 +235,7 @@ async fn handshake(
         widget_key: claims.wk,
         app_id: claims.app,
         sink,
-        cursors: HashMap::new(),
+        cursors: IdMap::default(),
     };
     if session.send(ready).await.is_err() {
         state.bus.detach(who, conn_id).await;
