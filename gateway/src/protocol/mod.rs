@@ -4,8 +4,10 @@
 //! Layout:
 //! - `inbound.rs`: client frames → typed [`ClientOp`]s, with the documented error codes
 //! - `outbound.rs`: typed server frames → JSON text
+//! - `json_object.rs`: the JSON writer of the frames on every relayed message
 
 mod inbound;
+mod json_object;
 mod outbound;
 
 pub use inbound::{parse_frame, ClientFrame, ClientOp, FrameError, Resume, TransferTo};

@@ -1,11 +1,12 @@
 //! Server frames. Every builder returns the JSON text, serialized once and shared by every recipient.
 
-use omnigate_connectors::model::{Content, ConversationId, CustomerId, MessageId};
+use omnigate_connectors::model::{ConversationId, CustomerId};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::json_object::JsonObject;
 use crate::clock::rfc3339;
-use crate::store::{Actor, EventKind, StoredEvent, Via, View};
+use crate::store::{Actor, EventKind, StoredEvent, View};
 
 /// A serialized frame, cheap to clone for fan-out.
 pub type FrameText = axum::extract::ws::Utf8Bytes;
@@ -24,7 +25,35 @@ struct Envelope<'a, D: Serialize> {
 fn write_frame<D: Serialize>(op: &str, reference: Option<&str>, d: Option<D>) -> FrameText {
     let mut out = Vec::with_capacity(256);
     let envelope = Envelope { op, reference, d };
-    if serde_json::to_writer(&mut out, &envelope).is_err() {
+    let written = serde_json::to_writer(&mut out, &envelope);
+    frame_text(out, written)
+}
+
+/// A frame whose `d` is written field by field by `write_d`: the same JSON as [`write_frame`] gives for a
+/// struct with those fields, for the frames of every relayed message (see `json_object.rs`).
+fn write_frame_with(
+    op: &'static str,
+    reference: Option<&str>,
+    write_d: impl FnOnce(&mut JsonObject<'_>) -> serde_json::Result<()>,
+) -> FrameText {
+    let mut out = Vec::with_capacity(384);
+    let mut envelope = JsonObject::begin(&mut out);
+    let written = (|| {
+        envelope.field("op", op)?;
+        if let Some(reference) = reference {
+            envelope.field("ref", reference)?;
+        }
+        let mut d = envelope.object("d");
+        write_d(&mut d)?;
+        d.end();
+        Ok(())
+    })();
+    envelope.end();
+    frame_text(out, written)
+}
+
+fn frame_text(out: Vec<u8>, written: serde_json::Result<()>) -> FrameText {
+    if written.is_err() {
         // Only a `Serialize` impl that fails could get here; ours do not.
         return r#"{"op":"error","d":{"code":"internal","message":"frame not serializable"}}"#.into();
     }
@@ -94,25 +123,13 @@ pub fn message_ack(
     seq: u64,
     at_ms: u64,
 ) -> FrameText {
-    #[derive(Serialize)]
-    struct Ack<'a> {
-        conversation_id: &'a ConversationId,
-        client_msg_id: &'a str,
-        message_id: &'a str,
-        seq: u64,
-        created_at: String,
-    }
-    write_frame(
-        "message.ack",
-        reference,
-        Some(Ack {
-            conversation_id: conversation,
-            client_msg_id,
-            message_id,
-            seq,
-            created_at: rfc3339(at_ms),
-        }),
-    )
+    write_frame_with("message.ack", reference, |d| {
+        d.field("conversation_id", conversation)?;
+        d.field("client_msg_id", client_msg_id)?;
+        d.field("message_id", message_id)?;
+        d.field("seq", &seq)?;
+        d.field("created_at", &rfc3339(at_ms))
+    })
 }
 
 /// `typing` relayed to the other side (never stored).
@@ -289,47 +306,31 @@ pub fn event_frame(
     else {
         return self::event(event_payload(conversation, event, view, read_position));
     };
-    #[derive(Serialize)]
-    struct MessageCreated<'a> {
-        conversation_id: &'a ConversationId,
-        seq: u64,
-        at: &'a str,
-        actor: ActorView<'a>,
-        #[serde(rename = "type")]
-        kind: &'static str,
-        message: MessageView<'a>,
-    }
-    #[derive(Serialize)]
-    struct MessageView<'a> {
-        id: &'a MessageId,
-        sender: ActorView<'a>,
-        content: &'a Content,
-        created_at: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        client_msg_id: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        via: Option<&'a Via>,
-    }
     let at = rfc3339(event.at_ms);
-    let d = MessageCreated {
-        conversation_id: conversation,
-        seq: match view {
-            View::Agent => event.seq,
-            View::Customer => event.customer_seq.unwrap_or(0),
-        },
-        at: &at,
-        actor: ActorView::new(&event.actor, view),
-        kind: "message.created",
-        message: MessageView {
-            id: message_id,
-            sender: ActorView::new(&event.actor, view),
-            content,
-            created_at: &at,
-            client_msg_id: (!client_msg_id.is_empty()).then_some(client_msg_id.as_str()),
-            via: via.as_ref().filter(|_| view == View::Agent),
-        },
+    let seq = match view {
+        View::Agent => event.seq,
+        View::Customer => event.customer_seq.unwrap_or(0),
     };
-    write_frame("event", None, Some(d))
+    write_frame_with("event", None, |d| {
+        d.field("conversation_id", conversation)?;
+        d.field("seq", &seq)?;
+        d.field("at", &at)?;
+        d.field("actor", &ActorView::new(&event.actor, view))?;
+        d.field("type", "message.created")?;
+        let mut message = d.object("message");
+        message.field("id", message_id)?;
+        message.field("sender", &ActorView::new(&event.actor, view))?;
+        message.field("content", content)?;
+        message.field("created_at", &at)?;
+        if !client_msg_id.is_empty() {
+            message.field("client_msg_id", client_msg_id)?;
+        }
+        if let (Some(via), View::Agent) = (via, view) {
+            message.field("via", via)?;
+        }
+        message.end();
+        Ok(())
+    })
 }
 
 /// An event's actor as one view sees it (the customer's view hides ids).
@@ -371,6 +372,8 @@ fn actor(actor: &Actor, view: View) -> Value {
 #[cfg(test)]
 mod tests {
     use omnigate_connectors::model::{Content, CustomerId, MessageId};
+
+    use crate::store::Via;
 
     use super::*;
 
@@ -432,6 +435,40 @@ mod tests {
         assert!(customer["d"]["message"].get("via").is_none());
         assert!(customer["d"]["actor"].get("id").is_none());
         assert!(customer["d"]["message"].get("client_msg_id").is_none());
+    }
+
+    proptest::proptest! {
+        /// The frames written field by field (`json_object.rs`) are the JSON the `Value` path gives, whatever
+        /// the text, ids and names hold (quotes, control characters, any Unicode).
+        #[test]
+        fn written_frames_match_the_value_path(
+            text in "\\PC*|[\"\\\\\u{0}-\u{1f}\u{7f}\u{2028}😀a]{0,40}",
+            client_msg_id in "\\PC{0,12}",
+            name in "\\PC{0,12}",
+            reference in proptest::option::of("\\PC{0,8}"),
+            seq in 0u64..u64::MAX,
+        ) {
+            let c = ConversationId::parse("c_1").unwrap();
+            let mut event = message(Actor::Agent { id: "lin".into(), name }, &client_msg_id, None);
+            event.seq = seq;
+            if let EventKind::Message { content, .. } = &mut event.kind {
+                *content = Content::Text { text: text.clone() };
+            }
+            for view in [View::Agent, View::Customer] {
+                let direct: Value = serde_json::from_str(&event_frame(&c, &event, view, None)).unwrap();
+                let through_value: Value =
+                    serde_json::from_str(&self::event(event_payload(&c, &event, view, None))).unwrap();
+                proptest::prop_assert_eq!(direct, through_value);
+            }
+            let ack: Value =
+                serde_json::from_str(&message_ack(reference.as_deref(), &c, &client_msg_id, &text, seq, 0)).unwrap();
+            let mut expected = json!({"op": "message.ack", "d": {"conversation_id": "c_1",
+                "client_msg_id": client_msg_id, "message_id": text, "seq": seq, "created_at": "1970-01-01T00:00:00.000Z"}});
+            if let Some(reference) = reference {
+                expected["ref"] = json!(reference);
+            }
+            proptest::prop_assert_eq!(ack, expected);
+        }
     }
 
     #[test]
