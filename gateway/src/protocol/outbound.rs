@@ -1,6 +1,6 @@
 //! Server frames. Every builder returns the JSON text, serialized once and shared by every recipient.
 
-use omnigate_connectors::model::{ConversationId, CustomerId};
+use omnigate_connectors::model::{Content, ConversationId, CustomerId};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -124,11 +124,12 @@ pub fn message_ack(
     at_ms: u64,
 ) -> FrameText {
     write_frame_with("message.ack", reference, |d| {
-        d.field("conversation_id", conversation)?;
-        d.field("client_msg_id", client_msg_id)?;
-        d.field("message_id", message_id)?;
+        d.str_field("conversation_id", conversation.as_str());
+        d.str_field("client_msg_id", client_msg_id);
+        d.str_field("message_id", message_id);
         d.field("seq", &seq)?;
-        d.field("created_at", &rfc3339(at_ms))
+        d.str_field("created_at", &rfc3339(at_ms));
+        Ok(())
     })
 }
 
@@ -312,18 +313,27 @@ pub fn event_frame(
         View::Customer => event.customer_seq.unwrap_or(0),
     };
     write_frame_with("event", None, |d| {
-        d.field("conversation_id", conversation)?;
+        d.str_field("conversation_id", conversation.as_str());
         d.field("seq", &seq)?;
-        d.field("at", &at)?;
-        d.field("actor", &ActorView::new(&event.actor, view))?;
-        d.field("type", "message.created")?;
+        d.str_field("at", &at);
+        ActorView::new(&event.actor, view).write(d.object("actor"));
+        d.str_field("type", "message.created");
         let mut message = d.object("message");
-        message.field("id", message_id)?;
-        message.field("sender", &ActorView::new(&event.actor, view))?;
-        message.field("content", content)?;
-        message.field("created_at", &at)?;
+        message.str_field("id", message_id.as_str());
+        ActorView::new(&event.actor, view).write(message.object("sender"));
+        match content {
+            // Every relayed chat message; the other kinds are rare enough for serde.
+            Content::Text { text } => {
+                let mut written = message.object("content");
+                written.str_field("type", "text");
+                written.str_field("text", text);
+                written.end();
+            }
+            other => message.field("content", other)?,
+        }
+        message.str_field("created_at", &at);
         if !client_msg_id.is_empty() {
-            message.field("client_msg_id", client_msg_id)?;
+            message.str_field("client_msg_id", client_msg_id);
         }
         if let (Some(via), View::Agent) = (via, view) {
             message.field("via", via)?;
@@ -362,6 +372,29 @@ impl<'a> ActorView<'a> {
             },
             Actor::System => ActorView::System,
         }
+    }
+}
+
+impl ActorView<'_> {
+    /// Writes the same object as `Serialize` gives.
+    fn write(&self, mut object: JsonObject<'_>) {
+        match self {
+            ActorView::Customer { id } => {
+                object.str_field("type", "customer");
+                if let Some(id) = id {
+                    object.str_field("id", id.as_str());
+                }
+            }
+            ActorView::Agent { id, name } => {
+                object.str_field("type", "agent");
+                if let Some(id) = id {
+                    object.str_field("id", id);
+                }
+                object.str_field("name", name);
+            }
+            ActorView::System => object.str_field("type", "system"),
+        }
+        object.end();
     }
 }
 
@@ -449,7 +482,12 @@ mod tests {
             seq in 0u64..u64::MAX,
         ) {
             let c = ConversationId::parse("c_1").unwrap();
-            let mut event = message(Actor::Agent { id: "lin".into(), name }, &client_msg_id, None);
+            let actor = match seq % 3 {
+                0 => Actor::Agent { id: name.clone(), name },
+                1 => Actor::Customer { id: CustomerId::parse("cu_9").unwrap() },
+                _ => Actor::System,
+            };
+            let mut event = message(actor, &client_msg_id, None);
             event.seq = seq;
             if let EventKind::Message { content, .. } = &mut event.kind {
                 *content = Content::Text { text: text.clone() };
