@@ -27,7 +27,8 @@ macro_rules! string_id {
 
             /// A fresh random id.
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, uuid::Uuid::new_v4().simple()))
+                let mut buffer = uuid::Uuid::encode_buffer();
+                Self([$prefix, uuid::Uuid::new_v4().simple().encode_lower(&mut buffer)].concat())
             }
 
             /// Checks an id received from outside: 1..=64 characters of `[A-Za-z0-9_-]`.
@@ -331,13 +332,25 @@ mod tests {
         assert!(ConversationId::parse(&"x".repeat(65)).is_err());
         let generated = ConversationId::generate();
         assert!(generated.as_str().starts_with(ConversationId::PREFIX));
-        assert_eq!(ConversationId::parse(generated.as_str()), Ok(generated));
+        assert_eq!(ConversationId::parse(generated.as_str()), Ok(generated.clone()));
+        let hex = &generated.as_str()[ConversationId::PREFIX.len()..];
+        assert_eq!(hex.len(), 32);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{hex}"
+        );
+        assert_ne!(ConversationId::generate(), generated);
     }
 
     #[test]
     fn ids_deserialize_through_the_check() {
         assert!(serde_json::from_str::<MessageId>("\"m_ok\"").is_ok());
         assert!(serde_json::from_str::<MessageId>("\"m bad\"").is_err());
+        assert_eq!(
+            serde_json::to_string(&MessageId::parse("m_ok").unwrap()).unwrap(),
+            "\"m_ok\""
+        );
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub(super) fn media_of(channel: Channel) -> Media {
 
 /// A customer's message event, keyed by its `client_msg_id`.
 pub(super) fn customer_message(customer: &CustomerId, client_msg_id: String, content: &Content) -> NewEvent {
-    let key = format!("customer:{customer}:{client_msg_id}");
+    let key = ["customer:", customer.as_str(), ":", &client_msg_id].concat();
     let kind = EventKind::Message {
         message_id: MessageId::generate(),
         client_msg_id,
@@ -849,7 +849,7 @@ impl BusActor {
             });
         }
         let name = self.agents.get(agent).map(|a| a.name.clone()).unwrap_or_default();
-        let key = format!("agent:{agent}:{client_msg_id}");
+        let key = ["agent:", agent, ":", &client_msg_id].concat();
         let (kind, role, route) = match body {
             AgentBody::Message(content, route) => (
                 EventKind::Message {
