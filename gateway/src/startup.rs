@@ -87,8 +87,13 @@ impl Gateway {
         } else {
             config.server.public_base_url.clone()
         };
-        telemetry::prometheus();
+        let metrics = telemetry::prometheus();
         let shutdown = Shutdown::new();
+        shutdown.spawn(telemetry::upkeep_until_stopped(
+            metrics,
+            telemetry::UPKEEP_EVERY,
+            shutdown.root().clone(),
+        ));
         if let Some(memory) = memory {
             let every = Duration::from_secs(config.retention.sweep_interval_secs);
             shutdown.spawn(sweep_until_stopped(memory, every, shutdown.root().clone()));
