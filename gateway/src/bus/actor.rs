@@ -128,6 +128,17 @@ pub(super) fn media_of(channel: Channel) -> Media {
     }
 }
 
+/// The first `PREVIEW_CHARS` characters of `text`, as a slice of it.
+fn preview(text: &str) -> &str {
+    // A text of at most PREVIEW_CHARS bytes has at most as many characters.
+    if text.len() <= PREVIEW_CHARS {
+        return text;
+    }
+    text.char_indices()
+        .nth(PREVIEW_CHARS)
+        .map_or(text, |(end, _)| &text[..end])
+}
+
 /// A customer's message event, keyed by its `client_msg_id`.
 pub(super) fn customer_message(customer: &CustomerId, client_msg_id: String, content: &Content) -> NewEvent {
     let key = ["customer:", customer.as_str(), ":", &client_msg_id].concat();
@@ -655,7 +666,8 @@ impl BusActor {
         } else {
             metrics::message_stored("customer");
             if let (Some(conv), Content::Text { text }) = (self.conversations.get_mut(&id), content) {
-                conv.preview = text.chars().take(PREVIEW_CHARS).collect();
+                conv.preview.clear();
+                conv.preview.push_str(preview(text));
             }
             if reopen {
                 self.reopen(&id, actor).await?;
@@ -1275,5 +1287,25 @@ impl BusActor {
             "linked_conversation_id": conv.linked,
             "expires_in_ms": expires_at.since(now),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preview_is_the_first_characters_of_the_text() {
+        assert_eq!(preview("hi"), "hi");
+        let ascii = "a".repeat(PREVIEW_CHARS + 5);
+        assert_eq!(preview(&ascii), &ascii[..PREVIEW_CHARS]);
+        for text in [
+            "你好".repeat(PREVIEW_CHARS),
+            "é😀x".repeat(60),
+            "x".repeat(PREVIEW_CHARS),
+        ] {
+            let expected: String = text.chars().take(PREVIEW_CHARS).collect();
+            assert_eq!(preview(&text), expected);
+        }
     }
 }
