@@ -16,11 +16,14 @@ pub(super) struct JsonObject<'a> {
 
 impl<'a> JsonObject<'a> {
     /// Opens an object at the end of `out`.
+    #[inline]
     pub(super) fn begin(out: &'a mut Vec<u8>) -> JsonObject<'a> {
         out.push(b'{');
         JsonObject { out, empty: true }
     }
 
+    #[inline(always)]
+    // Inlined, so that each call's key is a constant whose copy needs no call to memcpy.
     fn key(&mut self, key: &'static str) {
         debug_assert!(
             key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
@@ -36,6 +39,7 @@ impl<'a> JsonObject<'a> {
     }
 
     /// Writes `"key":value`.
+    #[inline]
     pub(super) fn field<T: Serialize + ?Sized>(
         &mut self,
         key: &'static str,
@@ -46,18 +50,21 @@ impl<'a> JsonObject<'a> {
     }
 
     /// Writes `"key":"value"`.
+    #[inline]
     pub(super) fn str_field(&mut self, key: &'static str, value: &str) {
         self.key(key);
         write_str(self.out, value);
     }
 
     /// Opens the object under `key`; this object's next field comes after that one ends.
+    #[inline]
     pub(super) fn object(&mut self, key: &'static str) -> JsonObject<'_> {
         self.key(key);
         JsonObject::begin(self.out)
     }
 
     /// Closes the object.
+    #[inline]
     pub(super) fn end(self) {
         self.out.push(b'}');
     }
