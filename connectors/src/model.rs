@@ -68,6 +68,19 @@ macro_rules! string_id {
     };
 }
 
+/// The bytes an id may hold (A-Z, a-z, 0-9, '_' and '-'), as a table: ids from frames are checked on every
+/// relayed message, and one lookup per byte replaces up to five comparisons.
+const ID_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        byte += 1;
+    }
+    table
+};
+
 fn check_id(raw: &str, kind: &'static str) -> Result<(), InvalidId> {
     if raw.is_empty() {
         return Err(InvalidId {
@@ -81,10 +94,7 @@ fn check_id(raw: &str, kind: &'static str) -> Result<(), InvalidId> {
             reason: "longer than 64 characters",
         });
     }
-    if !raw
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !raw.bytes().all(|b| ID_BYTES[usize::from(b)]) {
         return Err(InvalidId {
             kind,
             reason: "only A-Z, a-z, 0-9, '_' and '-' are allowed",
@@ -341,6 +351,14 @@ mod tests {
             "{hex}"
         );
         assert_ne!(ConversationId::generate(), generated);
+    }
+
+    #[test]
+    fn the_id_byte_table_allows_exactly_letters_digits_underscore_and_hyphen() {
+        for b in 0..=u8::MAX {
+            let allowed = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+            assert_eq!(ID_BYTES[usize::from(b)], allowed, "{b:#x}");
+        }
     }
 
     #[test]
