@@ -9,8 +9,15 @@ const YEAR_10000_MS: u64 = 253_402_300_800_000;
 /// rather than through `time`'s `OffsetDateTime` or `format!`: every relayed message carries two or three of
 /// these. Instants past year 9999 are written as its last millisecond.
 pub fn rfc3339_ms(ms: u64) -> String {
+    let text = rfc3339_ms_bytes(ms);
+    // Only ASCII digits and separators are written.
+    std::str::from_utf8(&text).map_or_else(|_| String::new(), str::to_owned)
+}
+
+/// [`rfc3339_ms`]'s 24 ASCII bytes, for a writer that copies them straight into a buffer.
+pub fn rfc3339_ms_bytes(ms: u64) -> [u8; 24] {
     if ms >= YEAR_10000_MS {
-        return "9999-12-31T23:59:59.999Z".to_owned();
+        return *b"9999-12-31T23:59:59.999Z";
     }
     let secs = ms / 1000;
     let (year, month, day) = civil_from_days(secs / 86_400);
@@ -30,8 +37,7 @@ pub fn rfc3339_ms(ms: u64) -> String {
     out[19] = b'.';
     put_digits(&mut out[20..23], ms % 1000);
     out[23] = b'Z';
-    // Only ASCII digits and separators were written.
-    std::str::from_utf8(&out).map_or_else(|_| String::new(), str::to_owned)
+    out
 }
 
 /// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01

@@ -56,6 +56,29 @@ impl<'a> JsonObject<'a> {
         write_str(self.out, value);
     }
 
+    /// Writes `"key":"value"` for a literal that needs no escaping (a frame's `op`, an object's `type`).
+    #[inline]
+    pub(super) fn literal_field(&mut self, key: &'static str, value: &'static str) {
+        debug_assert!(
+            !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'),
+            "{value} needs escaping"
+        );
+        self.key(key);
+        self.out.push(b'"');
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.push(b'"');
+    }
+
+    /// Writes `"key":"2023-11-14T22:13:20.042Z"` from [`omnigate_connectors::time::rfc3339_ms_bytes`]'s
+    /// digits and separators, which need no escaping.
+    #[inline]
+    pub(super) fn timestamp_field(&mut self, key: &'static str, rfc3339: &[u8; 24]) {
+        self.key(key);
+        self.out.push(b'"');
+        self.out.extend_from_slice(rfc3339);
+        self.out.push(b'"');
+    }
+
     /// Opens the object under `key`; this object's next field comes after that one ends.
     #[inline]
     pub(super) fn object(&mut self, key: &'static str) -> JsonObject<'_> {

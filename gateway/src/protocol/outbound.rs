@@ -1,10 +1,12 @@
 //! Server frames. Every builder returns the JSON text, serialized once and shared by every recipient.
 
 use omnigate_connectors::model::{Content, ConversationId, CustomerId};
+use omnigate_connectors::time::rfc3339_ms_bytes;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::json_object::JsonObject;
+
 use crate::clock::rfc3339;
 use crate::store::{Actor, EventKind, StoredEvent, View};
 
@@ -39,7 +41,7 @@ fn write_frame_with(
     let mut out = Vec::with_capacity(384);
     let mut envelope = JsonObject::begin(&mut out);
     let written = (|| {
-        envelope.field("op", op)?;
+        envelope.literal_field("op", op);
         if let Some(reference) = reference {
             envelope.field("ref", reference)?;
         }
@@ -128,7 +130,7 @@ pub fn message_ack(
         d.str_field("client_msg_id", client_msg_id);
         d.str_field("message_id", message_id);
         d.field("seq", &seq)?;
-        d.str_field("created_at", &rfc3339(at_ms));
+        d.timestamp_field("created_at", &rfc3339_ms_bytes(at_ms));
         Ok(())
     })
 }
@@ -307,7 +309,7 @@ pub fn event_frame(
     else {
         return self::event(event_payload(conversation, event, view, read_position));
     };
-    let at = rfc3339(event.at_ms);
+    let at = rfc3339_ms_bytes(event.at_ms);
     let seq = match view {
         View::Agent => event.seq,
         View::Customer => event.customer_seq.unwrap_or(0),
@@ -315,9 +317,9 @@ pub fn event_frame(
     write_frame_with("event", None, |d| {
         d.str_field("conversation_id", conversation.as_str());
         d.field("seq", &seq)?;
-        d.str_field("at", &at);
+        d.timestamp_field("at", &at);
         ActorView::new(&event.actor, view).write(d.object("actor"));
-        d.str_field("type", "message.created");
+        d.literal_field("type", "message.created");
         let mut message = d.object("message");
         message.str_field("id", message_id.as_str());
         ActorView::new(&event.actor, view).write(message.object("sender"));
@@ -325,13 +327,13 @@ pub fn event_frame(
             // Every relayed chat message; the other kinds are rare enough for serde.
             Content::Text { text } => {
                 let mut written = message.object("content");
-                written.str_field("type", "text");
+                written.literal_field("type", "text");
                 written.str_field("text", text);
                 written.end();
             }
             other => message.field("content", other)?,
         }
-        message.str_field("created_at", &at);
+        message.timestamp_field("created_at", &at);
         if !client_msg_id.is_empty() {
             message.str_field("client_msg_id", client_msg_id);
         }
@@ -380,19 +382,19 @@ impl ActorView<'_> {
     fn write(&self, mut object: JsonObject<'_>) {
         match self {
             ActorView::Customer { id } => {
-                object.str_field("type", "customer");
+                object.literal_field("type", "customer");
                 if let Some(id) = id {
                     object.str_field("id", id.as_str());
                 }
             }
             ActorView::Agent { id, name } => {
-                object.str_field("type", "agent");
+                object.literal_field("type", "agent");
                 if let Some(id) = id {
                     object.str_field("id", id);
                 }
                 object.str_field("name", name);
             }
-            ActorView::System => object.str_field("type", "system"),
+            ActorView::System => object.literal_field("type", "system"),
         }
         object.end();
     }
