@@ -22,8 +22,8 @@ impl<'a> JsonObject<'a> {
         JsonObject { out, empty: true }
     }
 
-    #[inline(always)]
     // Inlined, so that each call's key is a constant whose copy needs no call to memcpy.
+    #[inline(always)]
     fn key(&mut self, key: &'static str) {
         debug_assert!(
             key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
@@ -95,7 +95,7 @@ impl<'a> JsonObject<'a> {
 
 /// Writes `value` as a JSON string: the same bytes as `serde_json::to_writer` (`"`, `\\` and control
 /// characters escaped, `\b \f \n \r \t` by name and the others as `\u00xx`; everything else as it is).
-pub(super) fn write_str(out: &mut Vec<u8>, value: &str) {
+fn write_str(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
