@@ -43,7 +43,7 @@ fn write_frame_with(
     let written = (|| {
         envelope.literal_field("op", op);
         if let Some(reference) = reference {
-            envelope.field("ref", reference)?;
+            envelope.str_field("ref", reference);
         }
         let mut d = envelope.object("d");
         write_d(&mut d)?;
@@ -314,15 +314,16 @@ pub fn event_frame(
         View::Agent => event.seq,
         View::Customer => event.customer_seq.unwrap_or(0),
     };
+    let actor = ActorView::new(&event.actor, view);
     write_frame_with("event", None, |d| {
         d.str_field("conversation_id", conversation.as_str());
         d.field("seq", &seq)?;
         d.timestamp_field("at", &at);
-        ActorView::new(&event.actor, view).write(d.object("actor"));
+        actor.write(d.object("actor"));
         d.literal_field("type", "message.created");
         let mut message = d.object("message");
         message.str_field("id", message_id.as_str());
-        ActorView::new(&event.actor, view).write(message.object("sender"));
+        actor.write(message.object("sender"));
         match content {
             // Every relayed chat message; the other kinds are rare enough for serde.
             Content::Text { text } => {
@@ -375,9 +376,7 @@ impl<'a> ActorView<'a> {
             Actor::System => ActorView::System,
         }
     }
-}
 
-impl ActorView<'_> {
     /// Writes the same object as `Serialize` gives.
     fn write(&self, mut object: JsonObject<'_>) {
         match self {
