@@ -85,6 +85,24 @@ impl Shutdown {
     }
 }
 
+/// Runs `tick` now and then every `every` until `stop` is cancelled: the loop of each periodic chore on the
+/// shutdown tree (the embedded store's retention sweep, the metrics recorder's upkeep). A tick that runs late
+/// delays the next one rather than bunching them.
+pub async fn every_until_stopped(
+    every: std::time::Duration,
+    stop: CancellationToken,
+    mut tick: impl FnMut(),
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticks.tick() => tick(),
+        }
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn signal() {
     let ctrl_c = async {

@@ -35,25 +35,19 @@ impl Retention {
 
 /// Sweeps `store` every `every` until `stop` is cancelled. Spawn it on the shutdown tree.
 pub async fn sweep_until_stopped(store: Arc<MemoryStore>, every: Duration, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = ticks.tick() => {
-                let swept = store.sweep(unix_ms());
-                if swept.any() {
-                    tracing::debug!(
-                        conversations = swept.conversations,
-                        idempotency_keys = swept.idempotency_keys,
-                        profiles = swept.profiles,
-                        "retention sweep removed expired data"
-                    );
-                }
-                crate::telemetry::metrics::retention_swept(&swept);
-            }
+    crate::shutdown::every_until_stopped(every, stop, || {
+        let swept = store.sweep(unix_ms());
+        if swept.any() {
+            tracing::debug!(
+                conversations = swept.conversations,
+                idempotency_keys = swept.idempotency_keys,
+                profiles = swept.profiles,
+                "retention sweep removed expired data"
+            );
         }
-    }
+        crate::telemetry::metrics::retention_swept(&swept);
+    })
+    .await;
 }
 
 /// What one sweep removed.

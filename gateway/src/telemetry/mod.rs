@@ -60,14 +60,7 @@ pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// Folds histogram samples into their buckets every `every` until `stop`: without it they pile up between
 /// scrapes, and without a scraper they would grow without bound (the recorder leaves upkeep to its owner).
 pub async fn upkeep_until_stopped(handle: PrometheusHandle, every: Duration, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = ticks.tick() => handle.run_upkeep(),
-        }
-    }
+    crate::shutdown::every_until_stopped(every, stop, || handle.run_upkeep()).await;
 }
 
 #[cfg(test)]
