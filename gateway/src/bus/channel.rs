@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::actor::BusActor;
 use super::{BusError, SendAck};
-use crate::store::{Actor, EventKind, NewEvent, Via};
+use crate::store::{Actor, EventKind, NewEvent, ReceivedRecord, Via};
 
 /// An agent's message that must leave through a channel connector.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +87,7 @@ pub(super) fn received_event(
     let key = format!("received:{}", message.dedupe_key);
     NewEvent::now(
         Actor::Customer { id: customer },
-        EventKind::ChannelReceived {
+        EventKind::ChannelReceived(Box::new(ReceivedRecord {
             message_id,
             channel: message.channel,
             account,
@@ -97,7 +97,7 @@ pub(super) fn received_event(
             dedupe_key: message.dedupe_key,
             reply_capability: message.reply_capability,
             raw: message.raw,
-        },
+        })),
         Some(key),
     )
 }

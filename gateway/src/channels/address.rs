@@ -81,21 +81,13 @@ impl AddressBook {
             let page = store.events_after(conversation, View::Agent, after, PAGE).await?;
             for event in &page.events {
                 after = event.seq;
-                if let EventKind::ChannelReceived {
-                    channel,
-                    account,
-                    channel_account,
-                    from,
-                    reply_capability,
-                    ..
-                } = &event.kind
-                {
+                if let EventKind::ChannelReceived(record) = &event.kind {
                     last = Some(Address {
-                        channel: *channel,
-                        account: account.clone(),
-                        channel_account: channel_account.clone(),
-                        to: from.clone(),
-                        capability: reply_capability.clone(),
+                        channel: record.channel,
+                        account: record.account.clone(),
+                        channel_account: record.channel_account.clone(),
+                        to: record.from.clone(),
+                        capability: record.reply_capability.clone(),
                     });
                 }
             }

@@ -154,28 +154,11 @@ pub enum EventKind {
     },
     /// A message arrived through a channel connector (WeChat, SMS): the provider's raw payload, kept for
     /// audit, and where to answer. Appended right after the customer's `message.created`; agents only.
+    ///
+    /// Boxed: it is the largest kind by far, and unboxed every event in the log would be its size (the
+    /// embedded store keeps one per message; see [`ReceivedRecord`]). The JSON is the same either way.
     #[serde(rename = "channel.received")]
-    ChannelReceived {
-        /// The `message.created` it belongs to.
-        message_id: MessageId,
-        /// The channel.
-        channel: Channel,
-        /// Our account on it (connector id from the configuration).
-        account: String,
-        /// Our account as the provider names it (`gh_…`, our number, `open_kfid`).
-        #[serde(default)]
-        channel_account: String,
-        /// The sender's identity on the channel (OpenID, E.164 number).
-        from: Identity,
-        /// The provider's message id.
-        external_message_id: String,
-        /// The channel-scoped key equal across the provider's retries.
-        dedupe_key: String,
-        /// What the customer's action allows us to send back.
-        reply_capability: ReplyCapability,
-        /// The payload exactly as received (decrypted when it came encrypted).
-        raw: String,
-    },
+    ChannelReceived(Box<ReceivedRecord>),
     /// A channel's pull position (WeCom kf `next_cursor`), kept in a log of its own so it survives restarts.
     #[serde(rename = "channel.cursor")]
     ChannelCursor {
@@ -233,6 +216,31 @@ impl EventKind {
                 | EventKind::Read { .. }
         )
     }
+}
+
+/// The `channel.received` record of an inbound channel message: the provider's raw payload and where to
+/// answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceivedRecord {
+    /// The `message.created` it belongs to.
+    pub message_id: MessageId,
+    /// The channel.
+    pub channel: Channel,
+    /// Our account on it (connector id from the configuration).
+    pub account: String,
+    /// Our account as the provider names it (`gh_…`, our number, `open_kfid`).
+    #[serde(default)]
+    pub channel_account: String,
+    /// The sender's identity on the channel (OpenID, E.164 number).
+    pub from: Identity,
+    /// The provider's message id.
+    pub external_message_id: String,
+    /// The channel-scoped key equal across the provider's retries.
+    pub dedupe_key: String,
+    /// What the customer's action allows us to send back.
+    pub reply_capability: ReplyCapability,
+    /// The payload exactly as received (decrypted when it came encrypted).
+    pub raw: String,
 }
 
 /// The router's record of an offer: the candidates it considered and the rule that chose, kept in the log so
@@ -301,4 +309,60 @@ pub struct StoredEvent {
     pub actor: Actor,
     /// What happened.
     pub kind: EventKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use omnigate_connectors::model::IdentityKind;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A `channel.received` record as every store has written it, boxed or not: one flat object.
+    #[test]
+    fn a_channel_received_record_keeps_its_stored_json() {
+        let stored = json!({
+            "type": "channel.received",
+            "message_id": "m_1",
+            "channel": "wechat_oa",
+            "account": "bank-oa",
+            "channel_account": "gh_1",
+            "from": {"kind": "wechat_open_id", "value": "o_user", "verified": true},
+            "external_message_id": "1234",
+            "dedupe_key": "wechat_oa:bank-oa:1234",
+            "reply_capability": {"mode": "window", "expires_at_ms": 1_700_000_000_000u64, "remaining": 5},
+            "raw": "<xml><Content><![CDATA[hi]]></Content></xml>",
+        });
+        let kind = EventKind::ChannelReceived(Box::new(ReceivedRecord {
+            message_id: MessageId::parse("m_1").unwrap(),
+            channel: Channel::WechatOa,
+            account: "bank-oa".to_owned(),
+            channel_account: "gh_1".to_owned(),
+            from: Identity {
+                kind: IdentityKind::WechatOpenId,
+                value: "o_user".to_owned(),
+                verified: true,
+            },
+            external_message_id: "1234".to_owned(),
+            dedupe_key: "wechat_oa:bank-oa:1234".to_owned(),
+            reply_capability: ReplyCapability::Window {
+                expires_at_ms: 1_700_000_000_000,
+                remaining: 5,
+            },
+            raw: "<xml><Content><![CDATA[hi]]></Content></xml>".to_owned(),
+        }));
+        assert_eq!(serde_json::to_value(&kind).unwrap(), stored);
+        assert_eq!(serde_json::from_value::<EventKind>(stored).unwrap(), kind);
+    }
+
+    /// The embedded store keeps one `Arc<StoredEvent>` per event: with its two counters it fits a 256-byte
+    /// allocation as long as no kind carries a large record inline (the channel record alone made it 280).
+    #[test]
+    fn a_stored_event_fits_a_256_byte_allocation() {
+        let size = std::mem::size_of::<StoredEvent>();
+        assert!(
+            size + 16 <= 256,
+            "StoredEvent is {size} bytes; box the kind that grew it"
+        );
+    }
 }

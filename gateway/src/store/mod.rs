@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redis::{RedisSettings, RedisStore};
 pub use device::{Device, PushPlatform};
-pub use event::{Actor, EventKind, NewEvent, OfferExplanation, StoredEvent, Via};
+pub use event::{Actor, EventKind, NewEvent, OfferExplanation, ReceivedRecord, StoredEvent, Via};
 pub use graph::{
     AuditEntry, ConversationHistory, ErasureReport, GraphChange, LinkAction, LinkRecord, HISTORY_SCAN_EVENTS,
 };
