@@ -19,13 +19,6 @@ const INPUT_REJECTED: &str = "omnigate_input_rejected_total";
 const ROUTING_DECISIONS: &str = "omnigate_routing_decisions_total";
 const CONVERSATIONS_OPEN: &str = "omnigate_conversations_open";
 const BUS_COMMAND_SECONDS: &str = "omnigate_bus_command_seconds";
-
-/// The bucket bounds of every histogram (all are durations in seconds): 10 µs to 1 s, for bus commands that
-/// take tens of microseconds on the embedded store and a Redis round trip or more on Redis.
-pub(crate) const SECONDS_BUCKETS: &[f64] = &[
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0,
-];
 const REPLAYED: &str = "omnigate_events_replayed_total";
 const SLA_BREACHES: &str = "omnigate_sla_breaches_total";
 const CHANNEL_INBOUND: &str = "omnigate_channel_inbound_total";
@@ -38,6 +31,13 @@ const RETENTION_SWEPT: &str = "omnigate_retention_swept_total";
 const BUS_CONVERSATIONS: &str = "omnigate_bus_conversations";
 const BUS_EVICTIONS: &str = "omnigate_bus_evictions_total";
 const BUS_APPENDS_IN_FLIGHT: &str = "omnigate_bus_appends_in_flight";
+
+/// The bucket bounds of every histogram (all are durations in seconds): 10 µs to 1 s, for bus commands that
+/// take tens of microseconds on the embedded store and a Redis round trip or more on Redis.
+pub(crate) const SECONDS_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0,
+];
 
 /// Handles of the metrics touched for every relayed message, resolved once: the macros look a metric up in
 /// the recorder's registry (hashing its name and labels) at each call, which cost about 3% of the gateway's
